@@ -1,0 +1,64 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both bootstrap everything
+# they need (system GL packages, .venv, torch, the project) and are quick when done.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.bootstrapped
+# Offscreen OpenGL for pyrender: EGL (Mesa, also software) first, OSMesa as the fallback.
+APT_PACKAGES := libegl1 libgl1 libegl-mesa0 libgles2 libosmesa6 libglu1-mesa
+# TORCH=cpu|cuda|skip; auto: the CUDA build when nvidia-smi sees a GPU, else the CPU build.
+TORCH ?= auto
+TORCH_CPU_VERSION ?= 2.13.0
+DEMO_OUT ?= out/demo.mp4
+
+.PHONY: all bootstrap system-packages demo test lint typecheck unit bench clean
+
+all: test
+
+bootstrap: system-packages $(STAMP)
+
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@mode="$(TORCH)"; \
+	if [ "$$mode" = auto ]; then \
+	  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then mode=cuda; else mode=cpu; fi; fi; \
+	echo "torch: $$mode build"; \
+	if [ "$$mode" = cpu ]; then $(BIN)/pip install -q "torch==$(TORCH_CPU_VERSION)"; \
+	elif [ "$$mode" = cuda ]; then $(BIN)/pip install -q torch; fi
+	# Pin whatever torch is now installed so no dependency can swap it for another build.
+	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
+	$(BIN)/pip install -q -c $(VENV)/torch-constraint.txt -e ".[dev]"
+	# pyrender pins PyOpenGL 3.1.0; OSMesa needs >= 3.1.4 and NumPy 2 needs a current one.
+	$(BIN)/pip install -q --no-deps "PyOpenGL==3.1.10"
+	touch $(STAMP)
+
+demo: bootstrap
+	@mkdir -p $(dir $(DEMO_OUT))
+	$(BIN)/anchor generate clients/samples/demo_conditions --out $(DEMO_OUT)
+	@echo "demo video written to $(DEMO_OUT)"
+
+lint: bootstrap
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: bootstrap
+	$(BIN)/mypy
+
+unit: bootstrap
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) .cache out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,103 @@
+"""Configuration sections owned by the model layer.
+
+These are plain pydantic models with no torch import, so the server can load and
+validate them without pulling in the model stack. Architecture hyper-parameters
+(channel widths, attention heads, ...) are NOT here: they live in the
+``config.json`` written beside each set of weights (diffusers convention).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+AttentionMode = Literal["all-frame", "per-frame", "sparse"]
+SamplerMode = Literal["offline", "exact", "low"]
+Precision = Literal["auto", "float32", "float16", "bfloat16"]
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    """Which weights to load and how to run them.
+
+    ``preset = "tiny"`` builds the real diffusers classes at tiny size from a seed
+    (tests, CPU demo). ``preset = "sd15"`` loads real weights from local folders:
+    nothing is ever fetched from a hub.
+    """
+
+    preset: Literal["tiny", "sd15"] = "tiny"
+    tiny_seed: int = 0
+    # Local folder in diffusers layout (vae/, text_encoder/, tokenizer/, scheduler/, unet/).
+    sd_path: Path | None = None
+    # Local folder of SD-inpainting in diffusers layout (for the face model's 9-channel UNet).
+    sd_inpainting_path: Path | None = None
+    # Local folder of a transformers CLIPVisionModel (ViT-B/32 in the paper) + preprocessor.
+    clip_path: Path | None = None
+    # Make-Your-Anchor checkpoints: body/{unet,controlnet}, head/{unet,controlnet}.
+    checkpoint_path: Path | None = None
+    # Reference appearance image; None = the preset's own.
+    reference_image: Path | None = None
+    device: str = "auto"
+    precision: Precision = "auto"
+    attention: AttentionMode = "all-frame"
+    # Share GroupNorm statistics across the frames of a window (the official inflated UNet).
+    window_groupnorm: bool = False
+    # Compute the ControlNet conditioning-image embedding once per window, not per step.
+    cache_conditioning: bool = True
+
+
+class SamplerConfig(Section):
+    """Denoising loop settings shared by the offline and streaming samplers."""
+
+    mode: SamplerMode = "offline"
+    steps: int = Field(20, ge=1, le=1000)
+    guidance_scale: float = Field(7.5, ge=0.0)
+    controlnet_scale: float = Field(2.0, ge=0.0)
+    window_size: int = Field(16, ge=1)
+    overlap: int = Field(4, ge=0)
+    same_frame_noise: bool = True
+    seed: int = 42
+    # Upper bound of window evaluations batched into one model call (stream batch).
+    max_batch: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> SamplerConfig:
+        if not self.window_size > self.overlap:
+            raise ValueError(
+                f"sampler.window_size ({self.window_size}) must be greater than "
+                f"sampler.overlap ({self.overlap})"
+            )
+        return self
+
+
+class FaceConfig(Section):
+    """Identity-specific face enhancement (Face SGDM) settings."""
+
+    enabled: bool = True
+    size: int = Field(256, ge=32)
+    steps: int = Field(20, ge=1, le=1000)
+    guidance_scale: float = Field(3.5, ge=0.0)
+    controlnet_scale: float = Field(1.0, ge=0.0)
+    seed: int = 42
+    # Run face crops through the window sampler (all-frame attention + overlap averaging).
+    face_temporal: bool = False
+
+
+class RenderConfig(Section):
+    """Mesh renderer and body model settings."""
+
+    width: int = Field(512, ge=16)
+    height: int = Field(512, ge=16)
+    fps: float = Field(30.0, gt=0.0)
+    # "auto" tries EGL, then OSMesa.
+    backend: Literal["auto", "egl", "osmesa"] = "auto"
+    # Folder holding smplx/SMPLX_<GENDER>.npz; None = the generated stand-in.
+    smplx_path: Path | None = None
+    gender: Literal["neutral", "male", "female"] = "neutral"
