@@ -21,7 +21,13 @@ from pathlib import Path
 from model.errors import AnchorError
 from server.config import ConfigError, load_config
 
-COMMAND_MODULES = ("model.commands", "streaming.commands", "server.commands", "clients.commands")
+COMMAND_MODULES = (
+    "model.commands",
+    "model.motion.commands",
+    "streaming.commands",
+    "server.commands",
+    "clients.commands",
+)
 
 log = logging.getLogger("anchor.cli")
 
