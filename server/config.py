@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from model.errors import AnchorError
 from model.config import FaceConfig, ModelConfig, RenderConfig, SamplerConfig, Section
+from model.errors import AnchorError
 
 ENV_PREFIX = "ANCHOR_"
 
@@ -68,7 +68,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX) or "__" not in key:
             continue
-        dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".", 1)
+        dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".")
         _set_dotted(tree, dotted, _parse_scalar(raw), f"environment variable {key}")
     return tree
 
