@@ -1,0 +1,53 @@
+"""Typed frames of the streaming hot path.
+
+Plain slotted dataclasses: one per hop of the one-way flow
+condition frame -> committed frame (latent, then decoded image) -> enhanced frame.
+Every frame carries ``seq`` (the frame index the sender gave it), ``pts`` (its capture
+time, seconds) and ``epoch`` (which clip it belongs to: a reset or flush starts a new
+epoch, so work that finishes after a reset can be recognised and dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(slots=True)
+class ConditionFrame:
+    """One frame of structure guidance entering the sampler.
+
+    condition: (3, H, W) float32 in [0, 1], the rendered mesh image.
+    face: the frame's face geometry (an aligned-crop transform and mask from the motion
+    layer's face geometry), or None when the frame has no usable face; the sampler does
+    not read it, it travels with the frame to the face stage.
+    epoch: set by the sampler on the frames it commits; a sender leaves it at 0.
+    """
+
+    seq: int
+    pts: float
+    condition: torch.Tensor
+    face: Any = None
+    epoch: int = 0
+
+
+@dataclass(slots=True)
+class CommittedFrame:
+    """A frame whose latent is final: every window containing it has taken its last step.
+
+    latent: (C, h, w) float32 (the denoiser's latent layout, e.g. (4, H/8, W/8)).
+    image: (3, H, W) float32 in [0, 1] once decoded, None before.
+    position: the frame's index within its epoch (0, 1, 2, ...), the index its initial
+    noise was drawn for.
+    face: the face geometry carried over from the condition frame.
+    """
+
+    seq: int
+    pts: float
+    epoch: int
+    position: int
+    latent: torch.Tensor
+    image: torch.Tensor | None = None
+    face: Any = None
