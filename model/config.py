@@ -44,6 +44,8 @@ class ModelConfig(Section):
     checkpoint_path: Path | None = None
     # Reference appearance image; None = the preset's own.
     reference_image: Path | None = None
+    # Square model resolution in pixels (multiple of 8); None = the preset's (sd15 512, tiny 64).
+    image_size: int | None = Field(None, ge=8, multiple_of=8)
     device: str = "auto"
     precision: Precision = "auto"
     attention: AttentionMode = "all-frame"
@@ -86,6 +88,8 @@ class FaceConfig(Section):
     guidance_scale: float = Field(3.5, ge=0.0)
     controlnet_scale: float = Field(1.0, ge=0.0)
     seed: int = 42
+    # Reference face crop for the face appearance tokens; None = the body reference image.
+    reference_image: Path | None = None
     # Run face crops through the window sampler (all-frame attention + overlap averaging).
     face_temporal: bool = False
 

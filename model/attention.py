@@ -1,0 +1,166 @@
+"""Temporal attention modes and window GroupNorm for the body UNet, without forking diffusers.
+
+The networks stay plain diffusers 2D models that see a batch of frames ``(B * F, ...)``:
+B windows (or CFG halves) of F frames each, frames contiguous per window. A shared
+``WindowContext`` tells the installed processors how many frames form one window, so they
+can regroup tokens per window; windows and CFG halves are separate batch rows and never
+see each other.
+
+Modes (UNet self-attention ``attn1`` only; cross-attention ``attn2`` and the ControlNet stay
+per frame, as in the official implementation):
+
+- ``all-frame``: ``(b f) d c -> b (f d) c``; every token attends to every token of every
+  frame of its window (the paper's "fully frame" attention).
+- ``per-frame``: plain per-image self-attention.
+- ``sparse``: queries of frame i attend to the keys/values of the window's first frame and
+  of frame i-1 (Tune-A-Video's sparse-causal attention; frame 0 attends to itself only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from torch import nn
+
+from model.config import AttentionMode
+
+ATTENTION_MODES: tuple[AttentionMode, ...] = ("all-frame", "per-frame", "sparse")
+
+
+@dataclass
+class WindowContext:
+    """How many consecutive batch rows form one window; set around every network call."""
+
+    frames_per_window: int = 1
+
+    @contextmanager
+    def frames(self, count: int) -> Iterator[None]:
+        """Within the block, a batch ``(B * count, ...)`` is B windows of ``count`` frames."""
+        if count < 1:
+            raise ValueError(f"frames per window must be >= 1, got {count}")
+        previous = self.frames_per_window
+        self.frames_per_window = count
+        try:
+            yield
+        finally:
+            self.frames_per_window = previous
+
+    def windows(self, batch: int) -> int:
+        """Number of windows in a batch of ``batch`` frames (must divide evenly)."""
+        if batch % self.frames_per_window:
+            raise ValueError(
+                f"batch of {batch} frames is not a whole number of "
+                f"{self.frames_per_window}-frame windows"
+            )
+        return batch // self.frames_per_window
+
+
+class WindowSelfAttentionProcessor:
+    """Self-attention processor regrouping the frames of each window (see module docstring).
+
+    Token-wise projections are diffusers' own ``AttnProcessor2_0``; only the set of keys
+    and values each query sees changes, so the weights and state-dict keys are untouched.
+    """
+
+    def __init__(self, mode: AttentionMode, context: WindowContext) -> None:
+        if mode not in ATTENTION_MODES:
+            raise ValueError(f"model.attention must be one of {ATTENTION_MODES}, got {mode!r}")
+        self.mode = mode
+        self.context = context
+        self.inner = AttnProcessor2_0()
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """hidden_states: (B * F, D, C) tokens of B windows of F frames -> same shape."""
+        frames = self.context.frames_per_window
+        if self.mode == "per-frame" or frames == 1:
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        if encoder_hidden_states is not None or attention_mask is not None:
+            raise ValueError("window self-attention takes no encoder states or attention mask")
+        if hidden_states.ndim != 3:
+            raise ValueError(f"expected (B*F, D, C) tokens, got shape {tuple(hidden_states.shape)}")
+        batch, tokens, channels = hidden_states.shape
+        windows = self.context.windows(batch)
+        if self.mode == "all-frame":
+            grouped = hidden_states.reshape(windows, frames * tokens, channels)
+            out = self.inner(attn, grouped, None, None, temb)
+            return out.reshape(batch, tokens, -1)
+        per_window = hidden_states.reshape(windows, frames, tokens, channels)
+        previous = [0, *range(frames - 1)]
+        first = per_window[:, [0] * frames]
+        keys_values = torch.cat([first, per_window[:, previous]], dim=2)
+        keys_values = keys_values.reshape(batch, 2 * tokens, channels)
+        return self.inner(attn, hidden_states, keys_values, None, temb)
+
+
+class WindowGroupNorm(nn.GroupNorm):
+    """GroupNorm whose statistics span all frames of a window: (B*F, C, H, W) read as
+    (B, C, F, H, W), as an inflated 3D UNet normalises 5D tensors.
+
+    Installed by swapping the class of an existing ``nn.GroupNorm`` (no new parameters, so
+    state-dict keys are unchanged); ``window_context`` is a plain attribute.
+    """
+
+    window_context: WindowContext
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        frames = self.window_context.frames_per_window
+        if frames == 1:
+            return super().forward(input)
+        batch, channels, height, width = input.shape
+        windows = self.window_context.windows(batch)
+        volume = input.reshape(windows, frames, channels, height, width).transpose(1, 2)
+        normed = F.group_norm(volume, self.num_groups, self.weight, self.bias, self.eps)
+        return normed.transpose(1, 2).reshape(batch, channels, height, width)
+
+
+def _window_norms(network: nn.Module) -> list[nn.GroupNorm]:
+    """The GroupNorms an inflated 3D network applies to 5D tensors: every ResNet block's
+    norm1/norm2 and the output norm. Transformer input norms stay per frame (the inflated
+    transformer folds frames into the batch before normalising)."""
+    norms: list[nn.GroupNorm] = []
+    for module in network.modules():
+        if isinstance(module, ResnetBlock2D):
+            norms += [m for m in (module.norm1, module.norm2) if isinstance(m, nn.GroupNorm)]
+    out_norm = getattr(network, "conv_norm_out", None)
+    if isinstance(out_norm, nn.GroupNorm):
+        norms.append(out_norm)
+    return norms
+
+
+def set_window_groupnorm(network: nn.Module, enabled: bool, context: WindowContext) -> None:
+    """Share (or stop sharing) GroupNorm statistics across the frames of a window."""
+    for norm in _window_norms(network):
+        if enabled:
+            norm.__class__ = WindowGroupNorm
+            cast(WindowGroupNorm, norm).window_context = context
+        else:
+            norm.__class__ = nn.GroupNorm
+
+
+def install_attention(
+    unet: UNet2DConditionModel, mode: AttentionMode, context: WindowContext
+) -> None:
+    """Window self-attention on every UNet ``attn1``; diffusers' default on everything else."""
+    processors: dict[str, Any] = {}
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            processors[name] = WindowSelfAttentionProcessor(mode, context)
+        else:
+            processors[name] = AttnProcessor2_0()
+    unet.set_attn_processor(processors)

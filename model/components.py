@@ -1,0 +1,263 @@
+"""Build everything the samplers need from the config: ``build_components``.
+
+``preset = "tiny"``: real diffusers/transformers classes at tiny size from ``tiny_seed``.
+``preset = "sd15"``: real weights from local folders, loaded strictly (model/loading.py):
+
+- ``model.checkpoint_path``: Make-Your-Anchor ``body/{unet,controlnet}`` and
+  ``head/{unet,controlnet}`` (plain ``save_pretrained`` folders, loaded unchanged);
+- ``model.sd_path``: SD1.5 ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``;
+- ``model.sd_inpainting_path``: SD-inpainting ``vae/``, ``text_encoder/``, ``tokenizer/``
+  (face model, only when ``face.enabled``);
+- ``model.clip_path``: a CLIPVisionModel (or full CLIPModel) folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import torch
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.controlnets.controlnet import ControlNetModel
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from transformers import CLIPVisionModel
+
+from model.config import FaceConfig, ModelConfig, SamplerConfig
+from model.errors import AnchorError
+from model.face_sgdm import FaceEnhancer
+from model.loading import (
+    empty_prompt_embedding,
+    load_clip_vision,
+    load_controlnet,
+    load_ddim_scheduler,
+    load_text_encoder,
+    load_unet,
+    load_vae,
+    require_folder,
+)
+from model.presets import (
+    SD15_IMAGE_SIZE,
+    TINY_IMAGE_SIZE,
+    default_reference_image,
+    tiny_clip_vision,
+    tiny_controlnet,
+    tiny_unet,
+    tiny_vae,
+)
+from model.scheduling import DDIMFrameScheduler
+from model.sgdm import SGDMDenoiser, encode_appearance
+from model.video_io import read_image
+
+log = logging.getLogger("anchor.model")
+
+
+@dataclass
+class Components:
+    """What a sampler needs: denoiser, scheduler, optional face enhancer, appearance tokens.
+
+    appearance: (T, D) float32 CLIP tokens of the reference image (CPU).
+    """
+
+    denoiser: SGDMDenoiser
+    scheduler: DDIMFrameScheduler
+    face: FaceEnhancer | None
+    appearance: torch.Tensor
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def image_size(self) -> int:
+        return self.denoiser.image_height
+
+
+@dataclass
+class _Networks:
+    unet: UNet2DConditionModel
+    controlnet: ControlNetModel
+    vae: AutoencoderKL
+    clip: CLIPVisionModel
+    null_embedding: torch.Tensor
+    scheduler: DDIMFrameScheduler  # 1 step; re-derived per use with with_steps
+    face_unet: UNet2DConditionModel | None
+    face_controlnet: ControlNetModel | None
+    face_vae: AutoencoderKL | None
+    face_null_embedding: torch.Tensor | None
+    face_scheduler: DDIMFrameScheduler | None
+
+
+def resolve_placement(config: ModelConfig) -> tuple[torch.device, torch.dtype]:
+    """``auto``: CUDA + float16 when CUDA is available, else CPU + float32."""
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu")
+        if config.device == "auto"
+        else config.device
+    )
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AnchorError(f"model.device is {config.device!r} but CUDA is not available")
+    if config.precision == "auto":
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    else:
+        dtype = getattr(torch, config.precision)
+    if device.type == "cpu" and dtype == torch.float16:
+        raise AnchorError("model.precision float16 needs a CUDA device (use float32 on the CPU)")
+    return device, dtype
+
+
+def _randomize_zero_convs(controlnet: ControlNetModel, std: float = 0.05) -> None:
+    """Tiny stand-ins for trained weights: a fresh ControlNet's zero-initialised output
+    convolutions would make the condition images irrelevant."""
+    modules = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]
+    modules.append(controlnet.controlnet_cond_embedding.conv_out)
+    for module in modules:
+        for parameter in module.parameters():
+            torch.nn.init.normal_(parameter, std=std)
+
+
+def _clip_tokens(clip: CLIPVisionModel) -> int:
+    image_size, patch_size = cast(int, clip.config.image_size), cast(int, clip.config.patch_size)
+    return (image_size // patch_size) ** 2 + 1
+
+
+def _tiny_networks(config: ModelConfig, face: FaceConfig) -> _Networks:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.tiny_seed)
+        unet = tiny_unet()
+        controlnet = tiny_controlnet(unet)
+        _randomize_zero_convs(controlnet)
+        vae = tiny_vae()
+        clip = tiny_clip_vision()
+        face_unet = face_controlnet = None
+        if face.enabled:
+            face_unet = tiny_unet(in_channels=9)
+            face_controlnet = tiny_controlnet(face_unet, in_channels=4)
+            _randomize_zero_convs(face_controlnet)
+    # Tiny models have no text encoder: a zero null embedding stands in for the empty prompt.
+    null = torch.zeros(_clip_tokens(clip), int(clip.config.hidden_size))
+    scheduler = DDIMFrameScheduler.sd15(1)
+    return _Networks(
+        unet,
+        controlnet,
+        vae,
+        clip,
+        null,
+        scheduler,
+        face_unet,
+        face_controlnet,
+        vae if face.enabled else None,
+        null if face.enabled else None,
+        scheduler if face.enabled else None,
+    )
+
+
+def _sd15_networks(config: ModelConfig, face: FaceConfig) -> _Networks:
+    checkpoints = require_folder(config.checkpoint_path, "model.checkpoint_path")
+    sd = require_folder(config.sd_path, "model.sd_path")
+    field = "model.checkpoint_path"
+    unet = load_unet(require_folder(checkpoints, field, "body", "unet"), field)
+    controlnet = load_controlnet(require_folder(checkpoints, field, "body", "controlnet"), field)
+    vae = load_vae(require_folder(sd, "model.sd_path", "vae"), "model.sd_path")
+    clip = load_clip_vision(require_folder(config.clip_path, "model.clip_path"), "model.clip_path")
+    encoder, tokenizer = load_text_encoder(sd, "model.sd_path")
+    null = empty_prompt_embedding(encoder, tokenizer, _clip_tokens(clip))
+    scheduler = DDIMFrameScheduler(load_ddim_scheduler(sd, "model.sd_path"), 1)
+    face_unet = face_controlnet = face_vae = face_null = face_scheduler = None
+    if face.enabled:
+        inpainting = require_folder(config.sd_inpainting_path, "model.sd_inpainting_path")
+        inpaint_field = "model.sd_inpainting_path"
+        face_unet = load_unet(require_folder(checkpoints, field, "head", "unet"), field)
+        face_controlnet = load_controlnet(
+            require_folder(checkpoints, field, "head", "controlnet"), field
+        )
+        face_vae = load_vae(require_folder(inpainting, inpaint_field, "vae"), inpaint_field)
+        face_encoder, face_tokenizer = load_text_encoder(inpainting, inpaint_field)
+        face_null = empty_prompt_embedding(face_encoder, face_tokenizer, _clip_tokens(clip))
+        face_scheduler = DDIMFrameScheduler(load_ddim_scheduler(inpainting, inpaint_field), 1)
+    return _Networks(
+        unet,
+        controlnet,
+        vae,
+        clip,
+        null,
+        scheduler,
+        face_unet,
+        face_controlnet,
+        face_vae,
+        face_null,
+        face_scheduler,
+    )
+
+
+def _place(network: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    network.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def _reference(path: Path | None, size: int) -> torch.Tensor:
+    return default_reference_image(size) if path is None else read_image(path)
+
+
+def build_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConfig) -> Components:
+    """Networks, scheduler (``sampler.steps`` DDIM steps), face enhancer (when
+    ``face.enabled``) and appearance tokens, placed per ``model.device``/``model.precision``.
+
+    Raises AnchorError naming the config field when a folder is missing, WeightsError
+    when weights do not match their architecture.
+    """
+    device, dtype = resolve_placement(model)
+    networks = (
+        _tiny_networks(model, face) if model.preset == "tiny" else _sd15_networks(model, face)
+    )
+    default_size = TINY_IMAGE_SIZE if model.preset == "tiny" else SD15_IMAGE_SIZE
+    image_size = model.image_size or default_size
+    for network in (networks.unet, networks.controlnet, networks.vae, networks.clip):
+        _place(network, device, dtype)
+    reference = _reference(model.reference_image, image_size)
+    appearance = encode_appearance(networks.clip, reference)
+    denoiser = SGDMDenoiser(
+        networks.unet,
+        networks.controlnet,
+        networks.vae,
+        appearance,
+        networks.null_embedding,
+        image_size=image_size,
+        guidance_scale=sampler.guidance_scale,
+        controlnet_scale=sampler.controlnet_scale,
+        attention=model.attention,
+        window_groupnorm=model.window_groupnorm,
+        cache_conditioning=model.cache_conditioning,
+    )
+    enhancer = None
+    if face.enabled:
+        assert networks.face_unet is not None and networks.face_controlnet is not None
+        assert networks.face_vae is not None and networks.face_null_embedding is not None
+        assert networks.face_scheduler is not None
+        for network in (networks.face_unet, networks.face_controlnet, networks.face_vae):
+            _place(network, device, dtype)
+        face_reference = (
+            reference if face.reference_image is None else read_image(face.reference_image)
+        )
+        enhancer = FaceEnhancer(
+            networks.face_unet,
+            networks.face_controlnet,
+            networks.face_vae,
+            encode_appearance(networks.clip, face_reference),
+            networks.face_null_embedding,
+            networks.face_scheduler.with_steps(face.steps),
+            size=face.size,
+            guidance_scale=face.guidance_scale,
+            controlnet_scale=face.controlnet_scale,
+            seed=face.seed,
+        )
+    log.info(
+        "model ready: preset %s, %dx%d, %s %s, attention %s",
+        model.preset,
+        image_size,
+        image_size,
+        device,
+        dtype,
+        model.attention,
+    )
+    return Components(
+        denoiser, networks.scheduler.with_steps(sampler.steps), enhancer, appearance, device, dtype
+    )

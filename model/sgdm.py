@@ -1,0 +1,300 @@
+"""The structure-guided diffusion model (SGDM): UNet + ControlNet + CLIP appearance tokens.
+
+``SGDMDenoiser`` implements the ``WindowDenoiser`` contract of model/denoiser.py. The loops
+(offline here, streaming in streaming/) hand it windows of latents; it runs UNet and
+ControlNet over all frames of all windows (and both CFG halves) in one batch, with the
+window attention of model/attention.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.controlnets.controlnet import ControlNetModel
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from torch import nn
+from transformers import CLIPVisionModel
+
+from model.attention import WindowContext, install_attention, set_window_groupnorm
+from model.config import AttentionMode
+
+# OpenAI CLIP preprocessing constants (CLIPImageProcessor defaults).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@contextmanager
+def precomputed_conditioning(controlnet: ControlNetModel) -> Iterator[None]:
+    """Within the block, ``controlnet_cond`` is the already computed conditioning embedding.
+
+    The embedding (``controlnet.controlnet_cond_embedding``) does not depend on the
+    timestep, so it is computed once per frame and its submodule is swapped for an
+    identity during the call; the parameters are restored (and never leave the model's
+    state dict outside the block).
+    """
+    embedding_module = controlnet.controlnet_cond_embedding
+    controlnet.controlnet_cond_embedding = nn.Identity()  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        controlnet.controlnet_cond_embedding = embedding_module
+
+
+@torch.no_grad()
+def conditioning_embedding(controlnet: ControlNetModel, images: torch.Tensor) -> torch.Tensor:
+    """ControlNet conditioning-image embedding: (N, 3, H, W) [0, 1] -> (N, C0, H/8, W/8).
+
+    Applies the channel order flip diffusers applies before the embedding.
+    """
+    if controlnet.config["controlnet_conditioning_channel_order"] == "bgr":
+        images = torch.flip(images, dims=[1])
+    return controlnet.controlnet_cond_embedding(images)  # type: ignore[no-any-return]
+
+
+@torch.no_grad()
+def encode_appearance(clip: CLIPVisionModel, image: torch.Tensor) -> torch.Tensor:
+    """CLIP vision ``last_hidden_state`` of one reference image: (3, H, W) [0, 1] -> (T, D).
+
+    Preprocessing as CLIPImageProcessor: resize the short side to the model's image size
+    (bicubic), centre crop, normalise with CLIP's mean/std. ViT-B/32: T = 50, D = 768.
+    """
+    size = int(cast(int, clip.config.image_size))
+    height, width = image.shape[-2:]
+    scale = size / min(height, width)
+    resized_hw = (max(size, round(height * scale)), max(size, round(width * scale)))
+    pixels = F.interpolate(
+        image[None].float(), size=resized_hw, mode="bicubic", align_corners=False
+    )
+    top = (resized_hw[0] - size) // 2
+    left = (resized_hw[1] - size) // 2
+    pixels = pixels[:, :, top : top + size, left : left + size].clamp(0.0, 1.0)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    pixels = ((pixels - mean) / std).to(clip.device, clip.dtype)
+    return clip(pixel_values=pixels).last_hidden_state[0].float().cpu()
+
+
+@torch.no_grad()
+def vae_encode(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) [0, 1] -> (N, 4, H/8, W/8) scaled latents (distribution mode), float32."""
+    pixels = (images * 2.0 - 1.0).to(vae.device, vae.dtype)
+    latents = vae.encode(pixels).latent_dist.mode()  # type: ignore[union-attr]
+    return (latents * vae.config["scaling_factor"]).float()
+
+
+@torch.no_grad()
+def vae_decode(vae: AutoencoderKL, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """(N, 4, h, w) latents -> (N, 3, 8h, 8w) float32 [0, 1] images on the CPU, in chunks."""
+    frames = []
+    for start in range(0, latents.shape[0], chunk):
+        part = (
+            latents[start : start + chunk].to(vae.device, vae.dtype) / vae.config["scaling_factor"]
+        )
+        decoded = vae.decode(part).sample  # type: ignore[union-attr]
+        frames.append(((decoded.float() + 1.0) / 2.0).clamp(0.0, 1.0).cpu())
+    return torch.cat(frames) if frames else latents.new_zeros((0, 3, 0, 0))
+
+
+class SGDMDenoiser:
+    """Body SGDM behind the ``WindowDenoiser`` contract (see model/denoiser.py).
+
+    appearance, null_embedding: (T, D) float32 CLIP tokens of the reference frame and the
+    unconditional embedding (SD1.5 empty prompt fitted to T, or zeros for tiny models);
+    they are the ``encoder_hidden_states`` of both the UNet and the ControlNet.
+    Classifier-free guidance runs when guidance_scale > 1 (diffusers' rule), else the
+    conditional prediction alone. Networks run in ``dtype`` on ``device``; inputs and
+    outputs of the public methods are float32.
+    """
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        controlnet: ControlNetModel,
+        vae: AutoencoderKL,
+        appearance: torch.Tensor,
+        null_embedding: torch.Tensor,
+        *,
+        image_size: int,
+        guidance_scale: float = 7.5,
+        controlnet_scale: float = 2.0,
+        attention: AttentionMode = "all-frame",
+        window_groupnorm: bool = False,
+        cache_conditioning: bool = True,
+    ) -> None:
+        if appearance.shape != null_embedding.shape or appearance.ndim != 2:
+            raise ValueError(
+                f"appearance {tuple(appearance.shape)} and null embedding "
+                f"{tuple(null_embedding.shape)} must both be (T, D)"
+            )
+        if appearance.shape[1] != unet.config["cross_attention_dim"]:
+            raise ValueError(
+                f"appearance width {appearance.shape[1]} != UNet cross_attention_dim "
+                f"{unet.config['cross_attention_dim']}"
+            )
+        if image_size % 8:
+            raise ValueError(f"image size must be a multiple of 8, got {image_size}")
+        self.unet, self.controlnet, self.vae = unet, controlnet, vae
+        self.device, self.dtype = unet.device, unet.dtype
+        self.appearance = appearance.float()
+        self.null_embedding = null_embedding.float()
+        self.guidance_scale = guidance_scale
+        self.controlnet_scale = controlnet_scale
+        self.cache_conditioning = cache_conditioning
+        self.image_height = self.image_width = image_size
+        self.latent_channels = int(unet.config["out_channels"])
+        self.latent_height = self.latent_width = image_size // 8
+        self.context = WindowContext()
+        self.attention: AttentionMode = attention
+        self.window_groupnorm = window_groupnorm
+        install_attention(unet, attention, self.context)
+        set_window_groupnorm(unet, window_groupnorm, self.context)
+        set_window_groupnorm(controlnet, window_groupnorm, self.context)
+
+    def set_attention(self, mode: AttentionMode) -> None:
+        """Switch the UNet self-attention mode (``all-frame``, ``per-frame``, ``sparse``)."""
+        install_attention(self.unet, mode, self.context)
+        self.attention = mode
+
+    def set_appearance(self, appearance: torch.Tensor) -> None:
+        """Replace the reference tokens: (T, D) float32, same shape as before."""
+        if appearance.shape != self.appearance.shape:
+            raise ValueError(
+                f"appearance must be {tuple(self.appearance.shape)}, got {tuple(appearance.shape)}"
+            )
+        self.appearance = appearance.float()
+
+    @property
+    def uses_guidance(self) -> bool:
+        return self.guidance_scale > 1.0
+
+    def encode_conditions(self, images: torch.Tensor) -> torch.Tensor:
+        """Mesh renders (N, 3, H, W) float32 [0, 1] -> per-frame conditions.
+
+        With caching on: the ControlNet conditioning embedding (N, C0, H/8, W/8) in the
+        network dtype on the network device; else the images themselves (same placement).
+        """
+        expected = (3, self.image_height, self.image_width)
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(f"condition images must be (N, {expected}), got {tuple(images.shape)}")
+        images = images.to(self.device, self.dtype)
+        if not self.cache_conditioning:
+            return images
+        out = []
+        for start in range(0, images.shape[0], 32):
+            out.append(conditioning_embedding(self.controlnet, images[start : start + 32]))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def denoise_windows(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        hidden_states: torch.Tensor,
+        conditions: torch.Tensor,
+    ) -> torch.Tensor:
+        """Unguided noise for B windows of F frames in one UNet + ControlNet call.
+
+        latents: (B, F, C, h, w); timesteps: (B,); hidden_states: (B, T, D) per-window
+        cross-attention tokens; conditions: (B, F, ...) from ``encode_conditions``.
+        Returns (B, F, C, h, w) float32. Rows of the batch never attend to each other.
+        """
+        windows, frames = latents.shape[:2]
+        sample = latents.reshape(windows * frames, *latents.shape[2:]).to(self.device, self.dtype)
+        per_frame_t = timesteps.to(self.device).repeat_interleave(frames)
+        tokens = hidden_states.to(self.device, self.dtype).repeat_interleave(frames, dim=0)
+        cond = conditions.reshape(windows * frames, *conditions.shape[2:]).to(
+            self.device, self.dtype
+        )
+        with self.context.frames(frames):
+            down, mid = self._controlnet(sample, per_frame_t, tokens, cond)
+            noise = self.unet(
+                sample,
+                per_frame_t,
+                encoder_hidden_states=tokens,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+                return_dict=False,
+            )[0]
+        return noise.float().reshape(latents.shape)
+
+    def _controlnet(
+        self,
+        sample: torch.Tensor,
+        timesteps: torch.Tensor,
+        tokens: torch.Tensor,
+        cond: torch.Tensor,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        if self.cache_conditioning:
+            with precomputed_conditioning(self.controlnet):
+                down, mid = self.controlnet(
+                    sample,
+                    timesteps,
+                    encoder_hidden_states=tokens,
+                    controlnet_cond=cond,
+                    conditioning_scale=self.controlnet_scale,
+                    return_dict=False,
+                )
+        else:
+            down, mid = self.controlnet(
+                sample,
+                timesteps,
+                encoder_hidden_states=tokens,
+                controlnet_cond=cond,
+                conditioning_scale=self.controlnet_scale,
+                return_dict=False,
+            )
+        return list(down), mid
+
+    def predict_branches(
+        self, latents: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(cond, uncond) noise, each (W, F, C, h, w) float32; uncond is None without CFG.
+
+        Both halves run in one batched call: [W cond windows; W uncond windows].
+        """
+        windows = latents.shape[0]
+        if timesteps.shape != (windows,):
+            raise ValueError(f"timesteps must be ({windows},), got {tuple(timesteps.shape)}")
+        cond_tokens = self.appearance.expand(windows, -1, -1)
+        if not self.uses_guidance:
+            return self.denoise_windows(latents, timesteps, cond_tokens, conditions), None
+        null_tokens = self.null_embedding.expand(windows, -1, -1)
+        noise = self.denoise_windows(
+            torch.cat([latents, latents]),
+            torch.cat([timesteps, timesteps]),
+            torch.cat([cond_tokens, null_tokens]),
+            torch.cat([conditions, conditions]),
+        )
+        return noise[:windows], noise[windows:]
+
+    def guide(self, cond: torch.Tensor, uncond: torch.Tensor | None) -> torch.Tensor:
+        """uncond + g * (cond - uncond); cond when guidance is off."""
+        if uncond is None:
+            return cond
+        return uncond + self.guidance_scale * (cond - uncond)
+
+    def predict(
+        self, latents: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor
+    ) -> torch.Tensor:
+        """Guided noise (W, F, C, h, w) float32 for W windows (see WindowDenoiser.predict)."""
+        return self.guide(*self.predict_branches(latents, timesteps, conditions))
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) latents -> (N, 3, H, W) float32 images in [0, 1] on the CPU."""
+        return vae_decode(self.vae, latents)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) [0, 1] -> (N, C, h, w) float32 latents (distribution mode)."""
+        return vae_encode(self.vae, images)
+
+
+def save_networks(denoiser: SGDMDenoiser, folder: Path) -> None:
+    """``save_pretrained`` the body networks as ``folder/{unet,controlnet}`` (official layout)."""
+    denoiser.unet.save_pretrained(folder / "unet")
+    denoiser.controlnet.save_pretrained(folder / "controlnet")
