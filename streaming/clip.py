@@ -94,14 +94,20 @@ class ClipState:
                     f"frame seq {frame.seq} does not follow seq {self.last_seq}: "
                     "seq must increase strictly within a clip"
                 )
-            if frame.condition.ndim != 3 or frame.condition.shape[0] != 3:
+            if frame.features is None and (
+                frame.condition.ndim != 3 or frame.condition.shape[0] != 3
+            ):
                 raise AnchorError(
                     f"frame seq {frame.seq}: condition must be (3, H, W), "
                     f"got {tuple(frame.condition.shape)}"
                 )
             self.last_seq = frame.seq
             self.frames[self.received] = PendingFrame(
-                seq=frame.seq, pts=frame.pts, face=frame.face, image=frame.condition
+                seq=frame.seq,
+                pts=frame.pts,
+                face=frame.face,
+                image=None if frame.features is not None else frame.condition,
+                condition=frame.features,
             )
             self.received += 1
 
@@ -110,19 +116,36 @@ class ClipState:
         if end <= self.encoded_until:
             return
         positions = range(self.encoded_until, end)
-        images = torch.stack([self._take_image(p) for p in positions])
-        started = time.perf_counter()
-        features = self.denoiser.encode_conditions(images)
-        self.stats.model_seconds += time.perf_counter() - started
-        self.stats.encoded_frames += len(positions)
+        to_encode = [p for p in positions if self.frames[p].condition is None]
+        if to_encode:
+            images = torch.stack([self._take_image(p) for p in to_encode])
+            started = time.perf_counter()
+            features = self.denoiser.encode_conditions(images)
+            self.stats.model_seconds += time.perf_counter() - started
+            self.stats.encoded_frames += len(to_encode)
+            for row, position in enumerate(to_encode):
+                self.frames[position].condition = features[row]
+        device = self.condition(positions[0]).device
         noise = frame_noise(
             self.config.seed, positions, self.latent_shape, self.config.same_frame_noise
-        ).to(features.device)
+        ).to(device)
         for row, position in enumerate(positions):
-            pending = self.frames[position]
-            pending.condition = features[row]
-            pending.latent = noise[row]
+            self.frames[position].latent = noise[row]
         self.encoded_until = end
+
+    def condition(self, position: int) -> torch.Tensor:
+        """The encoded condition of an uncommitted frame (after ``encode_until``)."""
+        condition = self.frames[position].condition
+        if condition is None:
+            raise RuntimeError(f"frame at position {position} is not encoded yet")
+        return condition
+
+    def latent(self, position: int) -> torch.Tensor:
+        """The current latent of an uncommitted frame (its initial noise in mode low)."""
+        latent = self.frames[position].latent
+        if latent is None:
+            raise RuntimeError(f"frame at position {position} has no latent yet")
+        return latent
 
     def _take_image(self, position: int) -> torch.Tensor:
         pending = self.frames[position]

@@ -159,8 +159,8 @@ class ExactCore:
                     window_index=index,
                     step_index=step,
                     timestep=clip.timesteps[step],
-                    latents=torch.stack([_latent(clip, p) for p in range(start, end)]),
-                    conditions=torch.stack([_condition(clip, p) for p in range(start, end)]),
+                    latents=torch.stack([clip.latent(p) for p in range(start, end)]),
+                    conditions=torch.stack([clip.condition(p) for p in range(start, end)]),
                 )
             )
         predictions = evaluate_windows(clip.denoiser, requests, clip.config.max_batch, clip.stats)
@@ -187,7 +187,7 @@ class ExactCore:
                 ready_by_step.setdefault(pending.step, []).append(position)
         for step, ready in ready_by_step.items():
             noise = torch.stack([_average(clip, p) for p in ready])
-            latents = torch.stack([_latent(clip, p) for p in ready])
+            latents = torch.stack([clip.latent(p) for p in ready])
             stepped = clip.scheduler.step_frames(noise, step, latents)
             for row, position in enumerate(ready):
                 pending = clip.frames[position]
@@ -202,22 +202,8 @@ class ExactCore:
             clip.steps
         ):
             position = clip.commit_next
-            committed.append(clip.commit(position, _latent(clip, position)))
+            committed.append(clip.commit(position, clip.latent(position)))
         return committed
-
-
-def _latent(clip: ClipState, position: int) -> torch.Tensor:
-    latent = clip.frames[position].latent
-    if latent is None:
-        raise RuntimeError(f"frame at position {position} has no latent yet")
-    return latent
-
-
-def _condition(clip: ClipState, position: int) -> torch.Tensor:
-    condition = clip.frames[position].condition
-    if condition is None:
-        raise RuntimeError(f"frame at position {position} is not encoded yet")
-    return condition
 
 
 def _average(clip: ClipState, position: int) -> torch.Tensor:

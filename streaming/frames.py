@@ -20,6 +20,9 @@ class ConditionFrame:
     """One frame of structure guidance entering the sampler.
 
     condition: (3, H, W) float32 in [0, 1], the rendered mesh image.
+    features: the frame's encoded condition (``WindowDenoiser.encode_conditions`` of
+    ``condition[None]``, without the batch dim) when the caller already has it; the
+    sampler then skips encoding this frame.
     face: the frame's face geometry (an aligned-crop transform and mask from the motion
     layer's face geometry), or None when the frame has no usable face; the sampler does
     not read it, it travels with the frame to the face stage.
@@ -31,6 +34,7 @@ class ConditionFrame:
     condition: torch.Tensor
     face: Any = None
     epoch: int = 0
+    features: torch.Tensor | None = None
 
 
 @dataclass(slots=True)

@@ -87,8 +87,8 @@ class LowLatencyCore:
         self._next_window += 1
         positions = range(start, end)
         next_start = end if last else start + clip.stride
-        latents = torch.stack([_initial_latent(clip, p) for p in positions])
-        conditions = torch.stack([_condition(clip, p) for p in positions])
+        latents = torch.stack([clip.latent(p) for p in positions])
+        conditions = torch.stack([clip.condition(p) for p in positions])
         shared = [p for p in positions if p in self._cached_sums]
         kept = [p for p in positions if p >= next_start]
         kept_predictions = torch.empty(
@@ -117,17 +117,3 @@ class LowLatencyCore:
             self._cached_counts.pop(position, None)
             committed.append(clip.commit(position, latents[position - start]))
         return committed
-
-
-def _initial_latent(clip: ClipState, position: int) -> torch.Tensor:
-    latent = clip.frames[position].latent
-    if latent is None:
-        raise RuntimeError(f"frame at position {position} has no initial noise")
-    return latent
-
-
-def _condition(clip: ClipState, position: int) -> torch.Tensor:
-    condition = clip.frames[position].condition
-    if condition is None:
-        raise RuntimeError(f"frame at position {position} is not encoded yet")
-    return condition
