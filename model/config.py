@@ -105,3 +105,7 @@ class RenderConfig(Section):
     # Folder holding smplx/SMPLX_<GENDER>.npz; None = the generated stand-in.
     smplx_path: Path | None = None
     gender: Literal["neutral", "male", "female"] = "neutral"
+    # Where the generated SMPL-X stand-in is cached when smplx_path is None (never committed).
+    standin_path: Path = Path(".cache/standin")
+    # Default camera when frames carry none: "upper" frames head to hips, "full" the whole body.
+    framing: Literal["upper", "full"] = "upper"

@@ -1,0 +1,321 @@
+"""Headless SMPL-X mesh rendering (pyrender offscreen, EGL or OSMesa).
+
+The look is the one of the SHOW renders the official checkpoints were trained on:
+mesh colour (0.3, 0.5, 0.55), metallic 0.2, roughness 0.6, ambient 0.3, point and spot
+lights, black background.
+
+Cameras use the OpenCV convention (x right, y down, z forward) in which TalkSHOW,
+EMAGE and SHOW parameters live. A frame's own camera is used as given. Otherwise a
+``SessionCamera`` is computed once from the first frames of a session: it turns the
+body upright and towards the camera (whatever the source's world axes) and frames it,
+and is then kept so the view never jumps.
+
+``PYOPENGL_PLATFORM`` must be set before anything imports OpenGL: ``configure_gl`` is
+the one place that does it, and every pyrender import here goes through it.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from model.body import BodyOutput
+from model.config import RenderConfig
+from model.errors import AnchorError
+from model.motion.frame import Camera
+
+MESH_COLOR = (0.3, 0.5, 0.55, 1.0)
+METALLIC = 0.2
+ROUGHNESS = 0.6
+AMBIENT = 0.3
+Z_NEAR, Z_FAR = 0.05, 100.0
+SESSION_DISTANCE = 3.0  # metres from the default camera to the framed body
+JOINT_PELVIS, JOINT_LEFT_HIP, JOINT_RIGHT_HIP, JOINT_NECK = 0, 1, 2, 12
+JOINT_LEFT_SHOULDER, JOINT_RIGHT_SHOULDER = 16, 17
+
+
+def configure_gl(backend: str = "auto") -> str:
+    """Selects the PyOpenGL platform ("egl" or "osmesa") before OpenGL is imported.
+
+    ``auto`` picks EGL when libEGL is present, else OSMesa when libOSMesa is. Raises
+    ``AnchorError`` when the requested platform is missing, or when OpenGL was
+    already imported with another platform (it cannot change within a process).
+    """
+    chosen = os.environ.get("PYOPENGL_PLATFORM") if backend == "auto" else backend
+    if chosen is None:
+        if ctypes.util.find_library("EGL"):
+            chosen = "egl"
+        elif ctypes.util.find_library("OSMesa"):
+            chosen = "osmesa"
+        else:
+            raise AnchorError(
+                "render.backend: neither libEGL nor libOSMesa is installed "
+                "(apt-get install libegl1 libegl-mesa0 libosmesa6)"
+            )
+    if chosen not in ("egl", "osmesa"):
+        raise AnchorError(f"render.backend: unsupported platform {chosen!r}")
+    current = os.environ.get("PYOPENGL_PLATFORM")
+    import sys
+
+    if "OpenGL" in sys.modules and current != chosen:
+        raise AnchorError(
+            f"render.backend: OpenGL is already loaded for {current!r}, cannot switch to "
+            f"{chosen!r} in this process"
+        )
+    os.environ["PYOPENGL_PLATFORM"] = chosen
+    _numpy2_compat()
+    return chosen
+
+
+def _numpy2_compat() -> None:
+    """pyrender 0.1.45 uses aliases NumPy 2 removed; restore them before it is used."""
+    if not hasattr(np, "infty"):
+        np.infty = np.inf  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Intrinsics:
+    """Pinhole intrinsics in pixels of the rendered image (OpenCV convention)."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+    def project(self, points: NDArray[np.float32]) -> NDArray[np.float32]:
+        """``(..., 3)`` camera-space points -> ``(..., 2)`` pixel coordinates (x, y)."""
+        depth = np.maximum(points[..., 2], 1e-6)
+        x = self.fx * points[..., 0] / depth + self.cx
+        y = self.fy * points[..., 1] / depth + self.cy
+        return np.stack([x, y], axis=-1).astype(np.float32)
+
+
+def _snap_to_axis(
+    vector: NDArray[np.float64], exclude: NDArray[np.float64] | None = None
+) -> NDArray[np.float64]:
+    """The signed world axis closest to ``vector`` (optionally not along ``exclude``)."""
+    candidates = np.concatenate([np.eye(3), -np.eye(3)])
+    if exclude is not None:
+        candidates = candidates[np.abs(candidates @ exclude) < 0.5]
+    return candidates[int(np.argmax(candidates @ vector))]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCamera:
+    """The default camera of a session: ``camera = rotation @ world + translation``."""
+
+    rotation: NDArray[np.float64]  # (3, 3)
+    translation: NDArray[np.float64]  # (3,)
+    intrinsics: Intrinsics
+
+    @classmethod
+    def from_body(cls, body: BodyOutput, config: RenderConfig) -> SessionCamera:
+        """Frames the first frames of ``body`` (up to 16) once for the whole session.
+
+        The body's up (pelvis -> neck) and forward (left x up) directions, snapped to
+        the nearest world axes, become image-up and towards-the-camera: sources whose
+        world is y-up (SMPL-X canonical) and OpenCV y-down (TalkSHOW's global_orient of
+        about pi around x) both come out upright and facing the camera.
+        """
+        joints = body.joints[:16].mean(axis=0).astype(np.float64)
+        up = _snap_to_axis(joints[JOINT_NECK] - joints[JOINT_PELVIS])
+        across = joints[JOINT_LEFT_SHOULDER] - joints[JOINT_RIGHT_SHOULDER]
+        across += joints[JOINT_LEFT_HIP] - joints[JOINT_RIGHT_HIP]
+        left = _snap_to_axis(across - (across @ up) * up, exclude=up)
+        forward = np.cross(left, up)
+        # Person's left -> image right (+x), up -> image up (-y), forward -> camera (-z).
+        rotation = np.stack([left, -up, -forward])
+        vertices = body.vertices[:16].reshape(-1, 3).astype(np.float64) @ rotation.T
+        rotated_joints = joints @ rotation.T
+        top = float(vertices[:, 1].min())
+        if config.framing == "upper":
+            pelvis = rotated_joints[JOINT_PELVIS]
+            bottom = float(pelvis[1]) + 0.15 * (float(pelvis[1]) - top)
+            centre_x = float(0.5 * (pelvis[0] + rotated_joints[JOINT_NECK][0]))
+            extent = (bottom - top) * 1.15
+        else:
+            bottom = float(vertices[:, 1].max())
+            centre_x = float(0.5 * (vertices[:, 0].min() + vertices[:, 0].max()))
+            width = float(vertices[:, 0].max() - vertices[:, 0].min())
+            extent = 1.1 * max(bottom - top, width * config.height / config.width)
+        centre_z = float(rotated_joints[JOINT_PELVIS][2])
+        translation = np.array(
+            [-centre_x, -0.5 * (top + bottom), SESSION_DISTANCE - centre_z], dtype=np.float64
+        )
+        focal = config.height * SESSION_DISTANCE / extent
+        intrinsics = Intrinsics(focal, focal, config.width / 2.0, config.height / 2.0)
+        return cls(rotation, translation, intrinsics)
+
+    def to_camera(self, points: NDArray[np.float32]) -> NDArray[np.float32]:
+        """``(..., 3)`` world points -> OpenCV camera coordinates."""
+        return (points @ self.rotation.T.astype(np.float32) + self.translation).astype(np.float32)
+
+
+def frame_intrinsics(camera: Camera, config: RenderConfig) -> Intrinsics:
+    """A frame's camera scaled from its image size to the render size."""
+    scale_x, scale_y = config.width / camera.width, config.height / camera.height
+    return Intrinsics(
+        float(camera.focal[0]) * scale_x,
+        float(camera.focal[1]) * scale_y,
+        float(camera.principal[0]) * scale_x,
+        float(camera.principal[1]) * scale_y,
+    )
+
+
+class MeshRenderer:
+    """One offscreen renderer and scene, reused for every frame of a session.
+
+    The mesh's vertex buffer is overwritten in place each frame (no new GL objects),
+    which is what keeps rendering at video rate on a CPU.
+    """
+
+    def __init__(self, faces: NDArray[np.int64], vertex_count: int, config: RenderConfig) -> None:
+        configure_gl(config.backend)
+        import pyrender
+        from scipy import sparse
+
+        self.config = config
+        self.faces = np.ascontiguousarray(faces, dtype=np.int64)
+        face_ids = np.repeat(np.arange(len(self.faces)), 3)
+        self._incidence = sparse.csr_matrix(
+            (np.ones(face_ids.size, dtype=np.float32), (self.faces.ravel(), face_ids)),
+            shape=(vertex_count, len(self.faces)),
+        )
+        try:
+            self._renderer = pyrender.OffscreenRenderer(config.width, config.height)
+        except Exception as err:  # pyrender raises bare RuntimeError/ImportError variants
+            raise AnchorError(
+                f"render.backend: cannot create an offscreen {os.environ['PYOPENGL_PLATFORM']} "
+                f"context ({err}); try render.backend=osmesa or egl"
+            ) from err
+        self._scene = pyrender.Scene(bg_color=[0.0, 0.0, 0.0, 1.0], ambient_light=[AMBIENT] * 3)
+        material = pyrender.MetallicRoughnessMaterial(
+            metallicFactor=METALLIC,
+            roughnessFactor=ROUGHNESS,
+            alphaMode="OPAQUE",
+            baseColorFactor=MESH_COLOR,
+        )
+        positions = np.zeros((vertex_count, 3), dtype=np.float32)
+        positions[:, 2] = -SESSION_DISTANCE
+        self._primitive = pyrender.Primitive(
+            positions=positions,
+            normals=np.tile(np.array([0.0, 0.0, 1.0], dtype=np.float32), (vertex_count, 1)),
+            indices=self.faces,
+            material=material,
+        )
+        self._scene.add(pyrender.Mesh([self._primitive]))
+        self._camera = pyrender.IntrinsicsCamera(1.0, 1.0, 0.0, 0.0, znear=Z_NEAR, zfar=Z_FAR)
+        self._scene.add(self._camera, pose=np.eye(4))
+        # Lights live in OpenGL camera space (y up, looking down -z).
+        spot = pyrender.SpotLight(color=np.ones(3), intensity=12.0, outerConeAngle=np.pi / 5)
+        self._scene.add(spot, pose=np.eye(4))
+        for position, intensity in (((1.5, 1.5, 0.0), 6.0), ((-1.5, 0.5, 0.5), 4.0)):
+            pose = np.eye(4)
+            pose[:3, 3] = position
+            self._scene.add(pyrender.PointLight(color=np.ones(3), intensity=intensity), pose=pose)
+        self._uploaded = False
+
+    def vertex_normals(self, vertices: NDArray[np.float32]) -> NDArray[np.float32]:
+        """``(V, 3)`` unit normals, area-weighted averages of the adjacent faces."""
+        corners = vertices[self.faces]
+        face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+        normals = np.asarray(self._incidence @ face_normals, dtype=np.float32)
+        length = np.linalg.norm(normals, axis=1, keepdims=True)
+        return normals / np.maximum(length, 1e-12)
+
+    def _upload(self, positions: NDArray[np.float32]) -> None:
+        normals = self.vertex_normals(positions)
+        if not self._uploaded:
+            self._primitive.positions = positions
+            self._primitive.normals = normals
+            return
+        from OpenGL import GL
+
+        data = np.ascontiguousarray(np.hstack([positions, normals]), dtype=np.float32)
+        self._renderer._platform.make_current()
+        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self._primitive._buffers[0])
+        GL.glBufferSubData(GL.GL_ARRAY_BUFFER, 0, data.nbytes, data)
+        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, 0)
+
+    def render(
+        self, vertices: NDArray[np.float32], intrinsics: Sequence[Intrinsics]
+    ) -> NDArray[np.uint8]:
+        """``(N, V, 3)`` OpenCV camera-space vertices -> ``(N, H, W, 3)`` uint8 RGB images."""
+        images = np.empty((len(vertices), self.config.height, self.config.width, 3), np.uint8)
+        for index, (frame_vertices, camera) in enumerate(zip(vertices, intrinsics, strict=True)):
+            # OpenCV (y down, z forward) -> OpenGL (y up, z backward): a rotation, so the
+            # triangle winding (and back-face culling) is preserved.
+            positions = np.ascontiguousarray(
+                frame_vertices * np.array([1.0, -1.0, -1.0], dtype=np.float32)
+            )
+            self._upload(positions)
+            self._camera.fx, self._camera.fy = camera.fx, camera.fy
+            self._camera.cx, self._camera.cy = camera.cx, camera.cy
+            color, _ = self._renderer.render(self._scene)
+            self._uploaded = True
+            images[index] = color[..., :3]
+        return images
+
+    def close(self) -> None:
+        """Frees the GL context."""
+        self._renderer.delete()
+
+
+@dataclass(slots=True)
+class RenderedWindow:
+    """Condition images of a window of N frames and what the face stage needs."""
+
+    images: NDArray[np.uint8]  # (N, H, W, 3) RGB
+    landmarks: NDArray[np.float32]  # (N, 51, 2) face landmarks in image pixels
+    body: BodyOutput
+
+    def as_tensor(self) -> Any:
+        """``(N, 3, H, W)`` float32 torch tensor in [0, 1] (the ControlNet input)."""
+        import torch
+
+        return torch.from_numpy(self.images).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class MotionRenderer:
+    """Motion frames -> condition images for one session (body model + renderer + camera)."""
+
+    def __init__(self, config: RenderConfig, settings: Any) -> None:
+        from model.body import BodyModel
+
+        self.config = config
+        self.body_model = BodyModel.from_config(config, settings)
+        self.mesh = MeshRenderer(self.body_model.faces, self.body_model.vertex_count, config)
+        self.session_camera: SessionCamera | None = None
+
+    def render(self, frames: Sequence[Any]) -> RenderedWindow:
+        """Renders a window of ``MotionFrame``s (any length >= 1)."""
+        body = self.body_model.forward(frames)
+        if self.session_camera is None and any(frame.camera is None for frame in frames):
+            self.session_camera = SessionCamera.from_body(body, self.config)
+        camera_vertices = np.empty_like(body.vertices)
+        landmarks = np.empty((*body.landmarks.shape[:2], 2), dtype=np.float32)
+        intrinsics = []
+        for index, frame in enumerate(frames):
+            if frame.camera is not None:
+                shift = frame.camera.translation
+                camera_vertices[index] = body.vertices[index] + shift
+                marks = body.landmarks[index] + shift
+                camera = frame_intrinsics(frame.camera, self.config)
+            else:
+                assert self.session_camera is not None
+                camera_vertices[index] = self.session_camera.to_camera(body.vertices[index])
+                marks = self.session_camera.to_camera(body.landmarks[index])
+                camera = self.session_camera.intrinsics
+            landmarks[index] = camera.project(marks)
+            intrinsics.append(camera)
+        images = self.mesh.render(camera_vertices, intrinsics)
+        return RenderedWindow(images, landmarks, body)
+
+    def close(self) -> None:
+        self.mesh.close()
