@@ -190,7 +190,10 @@ def _sd15_networks(config: ModelConfig, face: FaceConfig) -> _Networks:
 
 
 def _place(network: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-    network.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    network.eval().requires_grad_(False).to(device=device)
+    # diffusers warns on every dtype cast, also a no-op one: cast only when it changes.
+    if next(network.parameters()).dtype != dtype:
+        network.to(dtype=dtype)
 
 
 def _reference(path: Path | None, size: int) -> torch.Tensor:
