@@ -263,8 +263,29 @@ class MeshRenderer:
         return images
 
     def close(self) -> None:
-        """Frees the GL context."""
-        self._renderer.delete()
+        """Frees this renderer's GL objects and context.
+
+        pyrender's EGL teardown calls eglTerminate on the display, which every
+        renderer of the process shares: it would break the other sessions' renderers.
+        Here only this context is destroyed.
+        """
+        platform = self._renderer._platform
+        if platform is None:
+            return
+        if os.environ.get("PYOPENGL_PLATFORM") == "egl":
+            from OpenGL import EGL
+
+            platform.make_current()
+            self._renderer._renderer.delete()
+            EGL.eglMakeCurrent(
+                platform._egl_display, EGL.EGL_NO_SURFACE, EGL.EGL_NO_SURFACE, EGL.EGL_NO_CONTEXT
+            )
+            EGL.eglDestroyContext(platform._egl_display, platform._egl_context)
+            platform._egl_context = None
+            platform._egl_display = None
+            self._renderer._platform = None
+        else:
+            self._renderer.delete()
 
 
 @dataclass(slots=True)

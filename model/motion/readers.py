@@ -202,7 +202,8 @@ def write_talkshow(path: Path, frames: Sequence[MotionFrame]) -> None:
         for name, columns in TALKSHOW_COLUMNS.items():
             value = getattr(frame, name)
             table[row, columns.start : columns.start + value.shape[0]] = value
-    np.save(path, table)
+    with open(path, "wb") as handle:  # a handle: np.save would append ".npy" to the name
+        np.save(handle, table)
 
 
 # ---------------------------------------------------------------- EMAGE (.npz)
@@ -247,8 +248,15 @@ def write_emage(path: Path, frames: Sequence[MotionFrame], fps: float = DEFAULT_
     betas = np.zeros(300, dtype=np.float32)
     if frames:
         betas[: frames[0].betas.shape[0]] = frames[0].betas
+    with open(path, "wb") as handle:
+        _save_emage(handle, poses, frames, betas, fps)
+
+
+def _save_emage(
+    handle: Any, poses: np.ndarray, frames: Sequence[MotionFrame], betas: np.ndarray, fps: float
+) -> None:
     np.savez(
-        path,
+        handle,
         poses=poses,
         expressions=np.stack([frame.expression for frame in frames]),
         trans=np.stack([frame.transl for frame in frames]),
@@ -301,7 +309,8 @@ def write_motion(
         arrays["camera_size"] = np.asarray(
             [(camera.width, camera.height) for camera in present], dtype=np.int64
         )
-    np.savez(path, **arrays)  # type: ignore[arg-type]
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)  # type: ignore[arg-type]
 
 
 def _open_anchor(path: Path, archive: np.lib.npyio.NpzFile) -> MotionClip:
