@@ -13,9 +13,9 @@ import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from model.config import FaceConfig, ModelConfig, RenderConfig, SamplerConfig, Section
 from model.errors import AnchorError
@@ -23,11 +23,60 @@ from model.errors import AnchorError
 ENV_PREFIX = "ANCHOR_"
 
 
+class IdentityConfig(Section):
+    """One avatar identity a session can ``start`` with (server issue)."""
+
+    # Make-Your-Anchor checkpoint folder of this identity; None = model.checkpoint_path.
+    checkpoint_path: Path | None = None
+    # Reference appearance image; None = model.reference_image (or the preset's own).
+    reference_image: Path | None = None
+
+
 class ServerConfig(Section):
-    """Network edge settings (used from the server issue on)."""
+    """Network edge settings (server issue)."""
 
     host: str = "127.0.0.1"
-    port: int = 8765
+    port: int = Field(8765, ge=0, le=65535)
+    # HMAC secret for session tokens; empty = tokens cannot be minted or verified (serve refuses).
+    token_secret: str = ""
+    # Lifetime of tokens minted by `anchor token` / `anchor demo`.
+    token_ttl_s: float = Field(3600.0, gt=0.0)
+    # Session ids that exist at startup; a producer with a valid token may create others by `start`.
+    sessions: list[str] = Field(default_factory=list)
+    # Upper bound of concurrent sessions (each holds sampler state and a recording).
+    max_sessions: int = Field(4, ge=1)
+    # Identities a producer may name in `start`; "default" always exists (the model section's).
+    identities: dict[str, IdentityConfig] = Field(default_factory=dict)
+    # Largest WebSocket message accepted (bytes); bigger ones close nothing, they get an error.
+    max_message_bytes: int = Field(1 << 20, ge=1024)
+    # Per-connection token bucket: sustained messages/s and burst size.
+    rate_limit_per_s: float = Field(200.0, gt=0.0)
+    rate_limit_burst: int = Field(400, ge=1)
+    # Origins allowed for browser (Origin-carrying) connections besides the server's own.
+    allowed_origins: list[str] = Field(default_factory=list)
+    # TLS: serve https/wss when both are set.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # ICE servers as URLs (stun:host:port, turn:host:port?transport=udp); none by default.
+    ice_servers: list[str] = Field(default_factory=list)
+    ice_username: str | None = None
+    ice_credential: str | None = None
+    # Offer 127.0.0.1 as a host candidate (aioice skips it) so same-machine viewers connect.
+    ice_loopback: bool = True
+    # Frames a producer may have in flight (sent, not yet committed and recorded);
+    # 0 = automatic: the sampler's latency plus one second of frames.
+    max_in_flight: int = Field(0, ge=0)
+    # Where per-session recordings (mp4 + motion .npz) go; None = no recording.
+    recordings_dir: Path | None = Path("recordings")
+    # Producer audio: PCM16 mono at this rate.
+    audio_sample_rate: int = Field(16000, ge=8000, le=48000)
+    # Stamp each frame's seq as a pixel barcode (glass-to-glass benchmark and tests).
+    stamp_seq: bool = False
+    # Render-stage threads per session.
+    render_threads: int = Field(1, ge=1)
+    # Streaming sampler mode of live sessions (sampler.mode is for `anchor generate`):
+    # low = one window of latency, exact = identical to offline, more latency.
+    sampler_mode: Literal["low", "exact"] = "low"
 
 
 class AppConfig(Section):

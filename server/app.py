@@ -1,0 +1,277 @@
+"""The Anchor Live server: one asyncio process, one port, served by ``websockets``.
+
+Routes (HTTP ones answered in ``process_request``, before any WebSocket work):
+- ``WS /sessions/{id}/motion?token=...``  producer (motion, audio, control; acks/errors)
+- ``WS /sessions/{id}/view?token=...``    viewer signaling (SDP offer/answer, ICE candidates)
+- ``GET /``, ``GET /sessions/{id}``       the viewer page; ``GET /viewer.js`` its script
+- ``GET /healthz``, ``GET /metrics``      liveness and Prometheus text
+
+Tokens, Origin and the session limit are checked in ``process_request``: a rejected
+connection never reaches a handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import logging
+import re
+import ssl
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from model.errors import AnchorError
+from server.metrics import ServerMetrics
+from server.producer import run_producer
+from server.session import Session
+from server.tokens import Role, TokenError, verify_token
+from server.viewer import run_viewer
+
+if TYPE_CHECKING:
+    from server.config import AppConfig
+    from streaming.pipeline import PipelineFactory
+
+log = logging.getLogger("anchor.server")
+
+SESSION_ID = r"[A-Za-z0-9_-]{1,64}"
+_WS_ROUTE = re.compile(rf"^/sessions/(?P<session>{SESSION_ID})/(?P<kind>motion|view)$")
+_PAGE_ROUTE = re.compile(rf"^/sessions/(?P<session>{SESSION_ID})$")
+# Hard limit for websockets itself (connection closed with 1009): twice the configured
+# message limit, so a message between the two gets a JSON error and the session goes on.
+HARD_SIZE_FACTOR = 2
+
+
+def _web_file(name: str) -> bytes:
+    return resources.files("clients").joinpath("web", name).read_bytes()
+
+
+class AnchorServer:
+    """Owns the listening socket, the sessions and the pipeline factory.
+
+    ``start`` binds (port 0 picks a free one, see ``port``); ``stop`` shuts down in a fixed
+    order: stop accepting, end every session (flush pipelines, finalize recordings, notify),
+    close viewer peers and connections, stop the model worker.
+    """
+
+    def __init__(self, config: AppConfig, factory: PipelineFactory | None = None) -> None:
+        if not config.server.token_secret:
+            raise AnchorError("server.token_secret is empty: set it to serve (any long secret)")
+        if (config.server.tls_cert is None) != (config.server.tls_key is None):
+            raise AnchorError("server.tls_cert and server.tls_key must be set together")
+        self.config = config
+        self.metrics = ServerMetrics()
+        self._factory = factory
+        self.sessions: dict[str, Session] = {}
+        self._server: Server | None = None
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self.port = config.server.port
+
+    @property
+    def factory(self) -> PipelineFactory:
+        if self._factory is None:
+            from streaming.pipeline import load_pipeline_factory
+
+            self._factory = load_pipeline_factory(self.config)
+        return self._factory
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.config.server.tls_cert is not None else "http"
+
+    def url(self, path: str = "/") -> str:
+        return f"{self.scheme}://{self.config.server.host}:{self.port}{path}"
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        server = self.config.server
+        if server.tls_cert is None or server.tls_key is None:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(server.tls_cert, server.tls_key)
+        return context
+
+    async def start(self) -> None:
+        """Load the pipeline factory (model worker) and start listening."""
+        await asyncio.to_thread(lambda: self.factory)
+        for session_id in self.config.server.sessions:
+            self._get_session(session_id, persistent=True)
+        settings = self.config.server
+        self._server = await serve(
+            self._handle,
+            settings.host,
+            settings.port,
+            process_request=self._process_request,
+            compression=None,  # deflate costs CPU on binary frames and gains nothing
+            max_size=settings.max_message_bytes * HARD_SIZE_FACTOR,
+            ssl=self._ssl_context(),
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("serving on %s", self.url())
+
+    async def serve_until_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Graceful shutdown in a fixed order; safe to call more than once."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        log.info("shutting down: stop accepting")
+        if self._server is not None:
+            self._server.close(close_connections=False)
+        log.info("shutting down: ending %d sessions", len(self.sessions))
+        await asyncio.gather(*(session.close() for session in list(self.sessions.values())))
+        log.info("shutting down: closing connections and peers")
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+        if self._factory is not None:
+            await asyncio.to_thread(self._factory.close)
+        self._stopped.set()
+        log.info("shutdown complete")
+
+    # sessions ---------------------------------------------------------------------------
+
+    def _get_session(self, session_id: str, persistent: bool = False) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            if len(self.sessions) >= self.config.server.max_sessions:
+                raise AnchorError(
+                    f"server.max_sessions ({self.config.server.max_sessions}) reached"
+                )
+            session = Session(session_id, self.config, self.factory, self.metrics, persistent)
+            self.sessions[session_id] = session
+            self.metrics.sessions.set(len(self.sessions))
+        return session
+
+    async def _maybe_remove(self, session: Session) -> None:
+        if session.persistent or session.run is not None or session.viewers or session.producer:
+            return
+        if self.sessions.get(session.id) is session:
+            del self.sessions[session.id]
+            self.metrics.sessions.set(len(self.sessions))
+            await session.close()
+
+    # HTTP and handshake -----------------------------------------------------------------
+
+    def _respond(
+        self, status: http.HTTPStatus, body: bytes, content_type: str = "text/plain"
+    ) -> Response:
+        headers = Headers(
+            [
+                ("Content-Type", content_type),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+                ("Connection", "close"),
+            ]
+        )
+        return Response(status.value, status.phrase, headers, body)
+
+    def _reject(self, status: http.HTTPStatus, reason: str, metric: str) -> Response:
+        self.metrics.rejected_messages.labels(metric).inc()
+        log.info("rejected connection: %s", reason)
+        return self._respond(status, (reason + "\n").encode())
+
+    def _origin_allowed(self, request: Request) -> bool:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return True  # not a browser: tokens alone authorize
+        allowed = set(self.config.server.allowed_origins)
+        host = request.headers.get("Host")
+        if host:
+            allowed.add(f"{self.scheme}://{host}")
+        return origin in allowed
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        path = url.path
+        if self._stopping:
+            return self._respond(http.HTTPStatus.SERVICE_UNAVAILABLE, b"shutting down\n")
+        route = _WS_ROUTE.match(path)
+        if route is None:
+            return self._http_get(path)
+        session_id, kind = route["session"], route["kind"]
+        role: Role = "producer" if kind == "motion" else "viewer"
+        if not self._origin_allowed(request):
+            return self._reject(http.HTTPStatus.FORBIDDEN, "origin not allowed", "origin")
+        token = parse_qs(url.query).get("token", [None])[0]
+        try:
+            verify_token(self.config.server.token_secret, token, session_id, role)
+        except TokenError as err:
+            return self._reject(http.HTTPStatus.UNAUTHORIZED, str(err), "token")
+        try:
+            session = self._get_session(session_id)
+        except AnchorError as err:
+            return self._reject(http.HTTPStatus.SERVICE_UNAVAILABLE, str(err), "capacity")
+        if role == "producer" and session.producer is not None:
+            return self._reject(
+                http.HTTPStatus.CONFLICT, "session already has a producer", "producer_busy"
+            )
+        return None
+
+    def _http_get(self, path: str) -> Response:
+        if path == "/healthz":
+            body = json.dumps({"status": "ok", "sessions": len(self.sessions)}).encode()
+            return self._respond(http.HTTPStatus.OK, body, "application/json")
+        if path == "/metrics":
+            for session in self.sessions.values():
+                session.update_queue_metrics()
+            return self._respond(
+                http.HTTPStatus.OK, self.metrics.render(), "text/plain; version=0.0.4"
+            )
+        if path == "/" or _PAGE_ROUTE.match(path):
+            return self._respond(http.HTTPStatus.OK, _web_file("index.html"), "text/html")
+        if path == "/viewer.js":
+            return self._respond(
+                http.HTTPStatus.OK, _web_file("viewer.js"), "application/javascript"
+            )
+        return self._respond(http.HTTPStatus.NOT_FOUND, b"not found\n")
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        route = _WS_ROUTE.match(
+            urlsplit(connection.request.path if connection.request else "").path
+        )
+        if route is None:  # process_request answered every other path
+            return
+        session = self.sessions.get(route["session"])
+        if session is None or session.closed:
+            await connection.close(1011, "session is gone")
+            return
+        try:
+            if route["kind"] == "motion":
+                await run_producer(connection, session, self.config, self.metrics)
+            else:
+                await run_viewer(connection, session, self.config, self.metrics)
+        except ConnectionClosed:
+            pass
+        finally:
+            await self._maybe_remove(session)
+
+
+async def serve_until_signal(config: AppConfig, announce: Any = None) -> int:
+    """Run a server until SIGINT/SIGTERM, then shut down gracefully; returns the exit code."""
+    import signal
+
+    server = AnchorServer(config)
+    await server.start()
+    if announce is not None:
+        announce(server)
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop_requested.set)
+    try:
+        await stop_requested.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await server.stop()
+    return 0

@@ -1,0 +1,121 @@
+"""``anchor demo``: a server with embedded defaults and a producer replaying a clip in a loop.
+
+The bundled clip is procedural (no file, no licence): a figure facing the camera that waves
+its arms, nods and talks, ``DEMO_CLIP_FRAMES`` frames at 30 fps, looped seamlessly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+from collections.abc import Iterator
+
+import numpy as np
+
+from model.motion.frame import MotionFrame
+from server.config import AppConfig
+
+log = logging.getLogger("anchor.demo")
+DEMO_CLIP_FRAMES = 90
+DEMO_SESSION = "demo"
+
+
+def _axis_angle(x: float = 0.0, y: float = 0.0, z: float = 0.0) -> list[float]:
+    return [x, y, z]
+
+
+def demo_frame(index: int, fps: float = 30.0, seq: int | None = None) -> MotionFrame:
+    """Frame ``index`` of the looping demo clip (period DEMO_CLIP_FRAMES)."""
+    phase = 2.0 * math.pi * (index % DEMO_CLIP_FRAMES) / DEMO_CLIP_FRAMES
+    body = np.zeros(63, dtype=np.float32)
+
+    # body_pose joint j (1-based SMPL-X joint index) occupies [3(j-1), 3j).
+    def joint(number: int, values: list[float]) -> None:
+        body[3 * (number - 1) : 3 * number] = values
+
+    joint(15, _axis_angle(x=0.15 * math.sin(2 * phase)))  # head nods
+    joint(16, _axis_angle(z=-1.1 + 0.35 * math.sin(phase)))  # left shoulder
+    joint(17, _axis_angle(z=1.1 - 0.35 * math.sin(phase + math.pi)))  # right shoulder
+    joint(18, _axis_angle(y=-0.6 - 0.4 * math.sin(phase)))  # left elbow
+    joint(19, _axis_angle(y=0.6 + 0.4 * math.sin(phase + math.pi)))  # right elbow
+    jaw = np.asarray(_axis_angle(x=0.12 + 0.12 * math.sin(6 * phase)), dtype=np.float32)
+    return MotionFrame(
+        seq=index if seq is None else seq,
+        pts=index / fps,
+        global_orient=np.asarray(_axis_angle(x=math.pi), dtype=np.float32),
+        body_pose=body,
+        jaw_pose=jaw,
+        expression=np.zeros(10, dtype=np.float32),
+    )
+
+
+def demo_frames(
+    start: int = 0, count: int | None = None, fps: float = 30.0
+) -> Iterator[MotionFrame]:
+    """Frames start, start+1, ... of the endless demo loop (``count`` of them, or forever)."""
+    index = start
+    while count is None or index < start + count:
+        yield demo_frame(index, fps)
+        index += 1
+
+
+def demo_config(base: AppConfig, host: str, port: int) -> AppConfig:
+    """Embedded demo defaults on top of ``base``: tiny preset, stand-in body, low latency."""
+    data = base.model_dump()
+    data["model"].update(preset="tiny", device="cpu")
+    data["sampler"].update(steps=min(base.sampler.steps, 4), window_size=8, overlap=2)
+    data["face"].update(enabled=False)
+    data["render"].update(width=64, height=64)
+    data["server"].update(
+        host=host,
+        port=port,
+        token_secret=base.server.token_secret or secrets.token_urlsafe(32),
+        sessions=[DEMO_SESSION],
+        recordings_dir=None,
+        sampler_mode="low",
+    )
+    return AppConfig.model_validate(data)
+
+
+async def replay_forever(url: str, fps: float) -> None:
+    """Producer loop: start, stream the clip in a loop at ``fps``, restart after errors."""
+    from server.producer_client import MotionProducer
+
+    while True:
+        try:
+            async with MotionProducer(url) as producer:
+                await producer.start()
+                await producer.send_frames(demo_frames(fps=fps), fps=fps)
+        except (OSError, TimeoutError, ConnectionError) as err:
+            log.warning("demo producer: %s; reconnecting", err)
+        await asyncio.sleep(1.0)
+
+
+async def run_demo(config: AppConfig) -> int:
+    """Serve with the demo producer until SIGINT/SIGTERM."""
+    from server.app import serve_until_signal
+    from server.tokens import mint_token
+
+    tasks: list[asyncio.Task[None]] = []
+
+    def announce(server: object) -> None:
+        secret, ttl = config.server.token_secret, config.server.token_ttl_s
+        port = getattr(server, "port")
+        base = f"{getattr(server, 'scheme')}://{config.server.host}:{port}"
+        viewer = mint_token(secret, DEMO_SESSION, "viewer", ttl)
+        producer = mint_token(secret, DEMO_SESSION, "producer", ttl)
+        ws = base.replace("http", "ws", 1)
+        print(f"viewer: {base}/sessions/{DEMO_SESSION}?token={viewer}", flush=True)
+        url = f"{ws}/sessions/{DEMO_SESSION}/motion?token={producer}"
+        tasks.append(asyncio.create_task(replay_forever(url, config.render.fps), name="demo"))
+
+    try:
+        return await serve_until_signal(config, announce)
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

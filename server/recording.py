@@ -1,0 +1,195 @@
+"""Per-session recording: every committed frame and the producer audio into an mp4, plus the
+motion each frame came from in a sidecar ``.npz``.
+
+Encoding blocks, so it runs on the recorder's own thread. The mp4 is fragmented
+(``frag_keyframe+empty_moov``) so even a file cut short by a hard kill stays playable up to
+its last fragment; a normal end, a producer disconnect and SIGTERM all run ``close`` which
+flushes the encoder and writes the tail.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from model.motion.frame import MotionFrame
+from model.motion.readers import write_motion
+
+log = logging.getLogger("anchor.recording")
+VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)
+
+
+@dataclass(slots=True)
+class RecordedFrame:
+    """One committed frame to record. image: (H, W, 3) uint8 RGB; pts in seconds."""
+
+    seq: int
+    pts: float
+    image: np.ndarray
+    motion: MotionFrame | None
+
+
+@dataclass(slots=True)
+class RecordedAudio:
+    """PCM16 mono samples (N,) int16 starting at ``pts`` seconds."""
+
+    pts: float
+    samples: np.ndarray
+
+
+_STOP = object()
+
+
+class SessionRecorder:
+    """Writes ``<base>.mp4`` (H.264 + AAC) and ``<base>.motion.npz`` on a dedicated thread.
+
+    ``on_written(seq)`` is called from the recorder thread after each frame is encoded; the
+    session returns the producer's credit for that frame only then, so the recorder's queue
+    is bounded by the credit window and nothing committed is ever dropped.
+    """
+
+    def __init__(
+        self,
+        base: Path,
+        fps: float,
+        audio_sample_rate: int,
+        on_written: Callable[[int], None],
+        on_failed: Callable[[BaseException], None],
+    ) -> None:
+        self.video_path = base.with_suffix(".mp4")
+        self.motion_path = base.with_suffix(".motion.npz")
+        self.fps = fps
+        self.audio_sample_rate = audio_sample_rate
+        self._on_written = on_written
+        self._on_failed = on_failed
+        # Unbounded by type, bounded in practice: frames enter only while the producer holds
+        # credits, and a credit comes back only after its frame was written here.
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"recorder:{base.name}")
+        self._container: Any = None
+        self._video: Any = None
+        self._audio: Any = None
+        self._last_video_pts = -1
+        self._audio_next_sample = 0
+        self._pending_audio: list[RecordedAudio] = []
+        self._motion: list[MotionFrame] = []
+        self.frames_written = 0
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self.video_path.parent.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+
+    def add_frame(self, frame: RecordedFrame) -> None:
+        self._queue.put(frame)
+
+    def add_audio(self, audio: RecordedAudio) -> None:
+        self._queue.put(audio)
+
+    def close(self) -> None:
+        """Flush everything queued, finalize both files, join the thread (blocking)."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    # recorder thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    break
+                if self.error is not None:
+                    continue
+                if isinstance(item, RecordedFrame):
+                    self._write_frame(item)
+                    self._on_written(item.seq)
+                else:
+                    self._write_audio(item)
+        except Exception as err:  # reported to the session, which ends with the error
+            self.error = err
+            log.exception("recording %s failed", self.video_path)
+            self._on_failed(err)
+            self._drain()
+        finally:
+            self._finalize()
+
+    def _drain(self) -> None:
+        while self._queue.get() is not _STOP:
+            pass
+
+    def _open(self, width: int, height: int) -> None:
+        self._container = av.open(
+            str(self.video_path),
+            "w",
+            options={"movflags": "frag_keyframe+empty_moov+default_base_moof"},
+        )
+        video = self._container.add_stream("libx264", rate=round(self.fps))
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.time_base = VIDEO_TIME_BASE
+        video.options = {"preset": "ultrafast", "tune": "zerolatency"}
+        self._video = video
+        audio = self._container.add_stream("aac", rate=self.audio_sample_rate)
+        audio.layout = "mono"
+        self._audio = audio
+
+    def _write_frame(self, frame: RecordedFrame) -> None:
+        height, width = frame.image.shape[:2]
+        if self._container is None:
+            self._open(width - width % 2, height - height % 2)
+            pending, self._pending_audio = self._pending_audio, []
+            for audio in pending:
+                self._write_audio(audio)
+        image = frame.image[: self._video.height, : self._video.width]
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        # Motion pts may restart after `clear`; the file's timeline must still increase.
+        pts = max(round(frame.pts * 90_000), self._last_video_pts + 1)
+        self._last_video_pts = pts
+        video_frame.pts = pts
+        video_frame.time_base = VIDEO_TIME_BASE
+        for packet in self._video.encode(video_frame):
+            self._container.mux(packet)
+        if frame.motion is not None:
+            self._motion.append(frame.motion)
+        self.frames_written += 1
+
+    def _write_audio(self, audio: RecordedAudio) -> None:
+        if self._container is None:
+            # The container opens with the first frame (its size is known only then).
+            self._pending_audio.append(audio)
+            return
+        start = max(round(audio.pts * self.audio_sample_rate), self._audio_next_sample)
+        samples = audio.samples.astype(np.int16, copy=False).reshape(1, -1)
+        audio_frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        audio_frame.sample_rate = self.audio_sample_rate
+        audio_frame.pts = start
+        audio_frame.time_base = fractions.Fraction(1, self.audio_sample_rate)
+        self._audio_next_sample = start + samples.shape[1]
+        for packet in self._audio.encode(audio_frame):
+            self._container.mux(packet)
+
+    def _finalize(self) -> None:
+        if self._container is not None:
+            try:
+                for stream in (self._video, self._audio):
+                    for packet in stream.encode(None):
+                        self._container.mux(packet)
+            finally:
+                self._container.close()
+        if self._motion:
+            write_motion(self.motion_path, self._motion, fps=self.fps)
+        log.info("recording %s closed: %d frames", self.video_path, self.frames_written)

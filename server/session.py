@@ -1,0 +1,376 @@
+"""A session: one producer, any number of viewers, one pipeline run at a time.
+
+The session owns its media sources (shared by every viewer through one MediaRelay), the
+current run (pipeline + recording + credit accounting) and its producer's outbox. All
+methods run on the event loop; pipeline and recorder threads reach it only through
+``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from aiortc.contrib.media import MediaRelay
+
+from model.errors import AnchorError
+from server.media import LatestFrameVideoTrack, PtsAlignedAudioTrack, ShownFrame, stamp_seq
+from server.metrics import ServerMetrics
+from server.protocol import ProtocolError
+from server.recording import RecordedAudio, RecordedFrame, SessionRecorder
+
+if TYPE_CHECKING:
+    from server.config import AppConfig
+    from streaming.pipeline import OutputFrame, PipelineFactory, SessionPipeline
+
+log = logging.getLogger("anchor.session")
+
+# Time allowed for a run's pipeline to drain its tail after `end` before it is closed anyway.
+END_TIMEOUT_S = 300.0
+
+
+class Outbox:
+    """Outgoing JSON messages of one connection, sent by a task its handler owns.
+
+    Bounded: a peer that stops reading cannot make the server buffer without limit. Producer
+    outboxes close the connection when full (acks must never be lost silently); viewer
+    outboxes drop status messages when full (each one supersedes the previous).
+    """
+
+    def __init__(self, maxsize: int, drop_when_full: bool) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize)
+        self.drop_when_full = drop_when_full
+        self.overflowed = asyncio.Event()
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(json.dumps(message))
+        except asyncio.QueueFull:
+            if not self.drop_when_full:
+                self.overflowed.set()
+
+    def close(self) -> None:
+        try:
+            self.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            self.overflowed.set()
+
+
+@dataclass(slots=True)
+class RunStats:
+    accepted: int = 0
+    committed: int = 0
+    last_latency_s: float = 0.0
+
+
+class SessionRun:
+    """From `start` to `end`: the pipeline, the recording and the frames in flight."""
+
+    def __init__(
+        self,
+        pipeline: SessionPipeline,
+        recorder: SessionRecorder | None,
+        credit_limit: int,
+    ) -> None:
+        self.pipeline = pipeline
+        self.recorder = recorder
+        self.credit_limit = credit_limit
+        # Seqs accepted and not yet committed+recorded; its size is what credits bound.
+        self.in_flight: set[int] = set()
+        # The motion frame of each seq in flight, recorded beside the video it produced.
+        self.motions: dict[int, Any] = {}
+        self.last_seq: int | None = None
+        self.drained: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.failure: BaseException | None = None
+        self.stats = RunStats()
+        self.ending = False
+
+    @property
+    def credits(self) -> int:
+        return max(0, self.credit_limit - len(self.in_flight))
+
+
+class Session:
+    """A named session. Use from the event loop only."""
+
+    def __init__(
+        self,
+        session_id: str,
+        config: AppConfig,
+        factory: PipelineFactory,
+        metrics: ServerMetrics,
+        persistent: bool,
+    ) -> None:
+        self.id = session_id
+        self.config = config
+        self.factory = factory
+        self.metrics = metrics
+        self.persistent = persistent
+        self.loop = asyncio.get_running_loop()
+        render = config.render
+        self.video = LatestFrameVideoTrack(render.fps, render.width, render.height)
+        self.audio = PtsAlignedAudioTrack(self.video, config.server.audio_sample_rate)
+        self.relay = MediaRelay()
+        self.producer: Outbox | None = None
+        self.viewers: set[Outbox] = set()
+        self.run: SessionRun | None = None
+        self.runs_started = 0
+        self.last_shown: ShownFrame | None = None
+        self.last_latency_s = 0.0
+        self.closed = False
+
+    # producer side ---------------------------------------------------------------------
+
+    def identity_config(self, name: str) -> Any:
+        """The ModelConfig of identity ``name`` ("default" = the model section)."""
+        model = self.config.model
+        if name == "default" and name not in self.config.server.identities:
+            return model
+        identity = self.config.server.identities.get(name)
+        if identity is None:
+            known = ["default", *sorted(self.config.server.identities)]
+            raise AnchorError(f"identity: unknown identity {name!r} (known: {known})")
+        updates: dict[str, Path] = {}
+        if identity.checkpoint_path is not None:
+            updates["checkpoint_path"] = identity.checkpoint_path
+        if identity.reference_image is not None:
+            updates["reference_image"] = identity.reference_image
+        return model.model_copy(update=updates)
+
+    def start_run(self, identity_name: str) -> SessionRun:
+        """Start a run with identity ``identity_name``; raises AnchorError if one is active."""
+        if self.run is not None:
+            raise AnchorError("start: the session already has a run; send end first")
+        identity = self.identity_config(identity_name)
+        sink = _LoopSink(self)
+        pipeline = self.factory.create(self.id, identity, sink)
+        recorder = None
+        recordings = self.config.server.recordings_dir
+        self.runs_started += 1
+        if recordings is not None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            base = Path(recordings) / f"{self.id}-{stamp}-{self.runs_started}"
+            recorder = SessionRecorder(
+                base,
+                self.config.render.fps,
+                self.config.server.audio_sample_rate,
+                on_written=lambda seq: self.loop.call_soon_threadsafe(self._release, seq),
+                on_failed=lambda err: self.loop.call_soon_threadsafe(self._fail, err),
+            )
+            recorder.start()
+        limit = self.config.server.max_in_flight or (
+            pipeline.latency_frames + round(self.config.render.fps)
+        )
+        self.run = SessionRun(pipeline, recorder, limit)
+        sink.run = self.run
+        log.info("session %s: run started (identity %s, credits %d)", self.id, identity_name, limit)
+        return self.run
+
+    def accept_frame(self, motion: Any) -> int:
+        """Admit a validated motion frame; returns the credits left. Raises AnchorError."""
+        run = self.run
+        if run is None or run.ending:
+            raise AnchorError(f"seq {motion.seq}: no run in progress; send start first")
+        if run.last_seq is not None and motion.seq <= run.last_seq:
+            raise AnchorError(f"seq {motion.seq}: seq must increase (last accepted {run.last_seq})")
+        if run.credits <= 0:
+            raise CreditError(
+                f"no credits left ({run.credit_limit} frames in flight); wait for a credit message",
+                field="credits",
+                seq=motion.seq,
+            )
+        run.last_seq = motion.seq
+        run.in_flight.add(motion.seq)
+        run.motions[motion.seq] = motion
+        run.stats.accepted += 1
+        run.pipeline.submit(motion)
+        return run.credits
+
+    def accept_audio(self, pts: float, samples: np.ndarray) -> None:
+        run = self.run
+        if run is None or run.ending:
+            raise AnchorError("audio: no run in progress; send start first")
+        self.audio.push(pts, samples)
+        if run.recorder is not None:
+            run.recorder.add_audio(RecordedAudio(pts, samples))
+
+    def clear_run(self) -> int:
+        """Discard the frames in flight (the sampler resets); returns the credits left."""
+        run = self.run
+        if run is None:
+            raise AnchorError("clear: no run in progress")
+        run.pipeline.clear()
+        run.in_flight.clear()
+        run.motions.clear()
+        self.audio.clear()
+        return run.credits
+
+    async def end_run(self, reason: str = "end") -> dict[str, Any] | None:
+        """Flush the pipeline, finalize the recording, report; no-op without a run."""
+        run = self.run
+        if run is None or run.ending:
+            return None
+        run.ending = True
+        if run.failure is None:
+            run.pipeline.end()
+            try:
+                await asyncio.wait_for(asyncio.shield(run.drained), END_TIMEOUT_S)
+            except TimeoutError:
+                log.error("session %s: pipeline did not drain in %.0f s", self.id, END_TIMEOUT_S)
+        return await self._finish_run(run, reason)
+
+    async def _finish_run(self, run: SessionRun, reason: str) -> dict[str, Any]:
+        await asyncio.to_thread(run.pipeline.close)
+        recording = None
+        if run.recorder is not None:
+            await asyncio.to_thread(run.recorder.close)
+            recording = str(run.recorder.video_path)
+        self.run = None
+        summary: dict[str, Any] = {
+            "type": "ended",
+            "reason": reason,
+            "accepted": run.stats.accepted,
+            "committed": run.stats.committed,
+            "recording": recording,
+        }
+        if run.failure is not None:
+            summary["error"] = str(run.failure)
+        log.info(
+            "session %s: run ended (%s): %d accepted, %d committed",
+            self.id,
+            reason,
+            run.stats.accepted,
+            run.stats.committed,
+        )
+        for outbox in [self.producer, *self.viewers]:
+            if outbox is not None:
+                outbox.send(summary)
+        return summary
+
+    # pipeline/recorder callbacks (event loop) -------------------------------------------
+
+    def _on_frames(self, frames: list[OutputFrame]) -> None:
+        run = self.run
+        if run is None or run.failure is not None:
+            return
+        now = time.monotonic()
+        for frame in frames:
+            if self.config.server.stamp_seq:
+                stamp_seq(frame.image, frame.seq)
+            shown = ShownFrame(frame.seq, frame.pts, frame.image, now)
+            self.video.publish(shown)
+            self.last_shown = shown
+            self.last_latency_s = now - frame.submitted_at
+            run.stats.committed += 1
+            self.metrics.frame_committed(self.id, now)
+            self.metrics.stage_seconds.labels("ingest_to_output").observe(self.last_latency_s)
+            for stage, seconds in frame.stage_seconds.items():
+                self.metrics.stage_seconds.labels(stage).observe(seconds)
+            motion = run.motions.pop(frame.seq, None)
+            if run.recorder is not None:
+                run.recorder.add_frame(RecordedFrame(frame.seq, frame.pts, frame.image, motion))
+            else:
+                self._release(frame.seq)
+        self.update_queue_metrics()
+
+    def _release(self, seq: int) -> None:
+        run = self.run
+        if run is None or seq not in run.in_flight:
+            return
+        run.in_flight.discard(seq)
+        if self.producer is not None:
+            self.producer.send({"type": "credit", "seq": seq, "credits": run.credits})
+
+    def _on_drained(self) -> None:
+        if self.run is not None and not self.run.drained.done():
+            self.run.drained.set_result(None)
+
+    def _fail(self, error: BaseException) -> None:
+        run = self.run
+        if run is None or run.failure is not None:
+            return
+        run.failure = error
+        log.error("session %s: pipeline failed: %s", self.id, error)
+        message = {"type": "error", "fatal": True, "field": None, "message": str(error)}
+        for outbox in [self.producer, *self.viewers]:
+            if outbox is not None:
+                outbox.send(message)
+        if not run.drained.done():
+            run.drained.set_result(None)
+        if not run.ending:
+            run.ending = True
+            self._failure_task = self.loop.create_task(self._finish_run(run, "error"))
+
+    def update_queue_metrics(self) -> None:
+        run = self.run
+        if run is None:
+            return
+        depths = dict(run.pipeline.queue_depths())
+        depths["in_flight"] = len(run.in_flight)
+        if run.recorder is not None:
+            depths["recording"] = run.recorder.depth
+        for name, depth in depths.items():
+            self.metrics.queue_depth.labels(self.id, name).set(depth)
+
+    def status(self) -> dict[str, Any]:
+        """What a viewer page shows: committed fps, latency, the seq on screen."""
+        fps_samples = self.metrics._commit_times.get(self.id)
+        fps = 0.0
+        if fps_samples and len(fps_samples) >= 2 and fps_samples[-1] > fps_samples[0]:
+            fps = (len(fps_samples) - 1) / (fps_samples[-1] - fps_samples[0])
+        return {
+            "type": "status",
+            "session": self.id,
+            "running": self.run is not None,
+            "committed_fps": round(fps, 2),
+            "latency_ms": round(self.last_latency_s * 1000.0, 1),
+            "seq": self.last_shown.seq if self.last_shown is not None else None,
+            "viewers": len(self.viewers),
+        }
+
+    async def close(self) -> None:
+        """End the run (flushing and recording everything) and stop the media sources."""
+        if self.closed:
+            return
+        self.closed = True
+        await self.end_run("shutdown")
+        task = getattr(self, "_failure_task", None)
+        if task is not None:
+            await task
+        self.video.stop()
+        self.audio.stop()
+        self.metrics.forget_session(self.id)
+
+
+class CreditError(ProtocolError):
+    """The producer sent a frame without a credit."""
+
+
+class _LoopSink:
+    """PipelineSink that forwards thread callbacks onto the session's event loop."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._call: Callable[..., Any] = session.loop.call_soon_threadsafe
+        # The run this sink belongs to: callbacks arriving after it ended are ignored.
+        self.run: SessionRun | None = None
+
+    def _current(self, callback: Callable[..., None], *args: Any) -> None:
+        if self.run is not None and self._session.run is self.run:
+            callback(*args)
+
+    def frames(self, frames: list[OutputFrame]) -> None:
+        self._call(self._current, self._session._on_frames, frames)
+
+    def ended(self) -> None:
+        self._call(self._current, self._session._on_drained)
+
+    def failed(self, error: BaseException) -> None:
+        self._call(self._current, self._session._fail, error)

@@ -1,0 +1,116 @@
+"""The viewer connection: ``WS /sessions/{id}/view`` carries WebRTC signaling.
+
+Viewer -> server: ``{"type": "offer", "sdp": ...}`` (recvonly video and optionally audio),
+``{"type": "candidate", "candidate": "candidate:...", "sdpMid": ..., "sdpMLineIndex": ...}``
+(trickled ICE; an empty candidate ends gathering). Server -> viewer: ``answer`` (the SDP
+carries the server's candidates; aiortc gathers before answering), ``status`` once a second
+(committed fps, latency, seq on screen), ``ended`` and ``error``.
+
+Media: MediaRelay proxies of the session's sources, unbuffered, so this viewer joining,
+leaving or stalling never touches the producer or the other viewers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from aiortc import RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+from websockets.asyncio.server import ServerConnection
+
+from server.config import AppConfig
+from server.metrics import ServerMetrics
+from server.producer import send_loop
+from server.session import Outbox, Session
+from server.webrtc import create_peer
+
+log = logging.getLogger("anchor.viewer")
+
+# Status messages waiting for a slow viewer; when full the newest is dropped (the next
+# one supersedes it a second later).
+VIEWER_OUTBOX = 32
+STATUS_PERIOD_S = 1.0
+MAX_SIGNALING_MESSAGES = 200  # offer + trickled candidates of one viewer
+
+
+async def _status_loop(session: Session, outbox: Outbox) -> None:
+    while True:
+        outbox.send(session.status())
+        await asyncio.sleep(STATUS_PERIOD_S)
+
+
+async def run_viewer(
+    connection: ServerConnection, session: Session, config: AppConfig, metrics: ServerMetrics
+) -> None:
+    """Negotiate one viewer's peer connection and keep it until either side leaves."""
+    peer = create_peer(config.server)
+    outbox = Outbox(VIEWER_OUTBOX, drop_when_full=True)
+    session.viewers.add(outbox)
+    metrics.viewers.labels(session.id).set(len(session.viewers))
+    sender = asyncio.create_task(send_loop(connection, outbox), name=f"viewer-send:{session.id}")
+    status = asyncio.create_task(_status_loop(session, outbox), name=f"viewer-status:{session.id}")
+    log.info("session %s: viewer connected (%d viewers)", session.id, len(session.viewers))
+    try:
+        messages = 0
+        async for raw in connection:
+            messages += 1
+            if messages > MAX_SIGNALING_MESSAGES or isinstance(raw, bytes):
+                metrics.rejected_messages.labels("signaling").inc()
+                await connection.close(1008, "unexpected signaling traffic")
+                break
+            try:
+                message = json.loads(raw)
+                reply = await _signal(peer, session, message)
+            except (ValueError, KeyError, TypeError) as err:
+                metrics.rejected_messages.labels("signaling").inc()
+                outbox.send({"type": "error", "field": "signaling", "message": str(err)})
+                continue
+            if reply is not None:
+                outbox.send(reply)
+    finally:
+        session.viewers.discard(outbox)
+        metrics.viewers.labels(session.id).set(len(session.viewers))
+        status.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await status
+        outbox.close()
+        try:
+            await asyncio.wait_for(sender, timeout=2.0)
+        except TimeoutError:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        await peer.close()
+        log.info("session %s: viewer left (%d viewers)", session.id, len(session.viewers))
+
+
+async def _signal(peer: Any, session: Session, message: Any) -> dict[str, Any] | None:
+    if not isinstance(message, dict):
+        raise ValueError("a signaling message must be a JSON object")
+    kind = message.get("type")
+    if kind == "offer":
+        if peer.remoteDescription is not None:
+            raise ValueError("offer: this connection already negotiated")
+        await peer.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
+        kinds = {transceiver.kind for transceiver in peer.getTransceivers()}
+        if "video" in kinds:
+            peer.addTrack(session.relay.subscribe(session.video, buffered=False))
+        if "audio" in kinds:
+            peer.addTrack(session.relay.subscribe(session.audio, buffered=False))
+        answer = await peer.createAnswer()
+        await peer.setLocalDescription(answer)
+        return {"type": "answer", "sdp": peer.localDescription.sdp}
+    if kind == "candidate":
+        text = message.get("candidate") or ""
+        if not text:
+            return None  # end of candidates: aiortc needs no signal for it
+        candidate = candidate_from_sdp(text.removeprefix("candidate:"))
+        candidate.sdpMid = message.get("sdpMid")
+        candidate.sdpMLineIndex = message.get("sdpMLineIndex")
+        await peer.addIceCandidate(candidate)
+        return None
+    raise ValueError(f"type must be offer or candidate, got {kind!r}")

@@ -1,0 +1,119 @@
+"""An aiortc viewer over ``WS /sessions/{id}/view``: what the tests and ``anchor bench e2e``
+use to receive a session's video like a browser would (real peer, real codec)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from websockets.asyncio.client import ClientConnection, connect
+
+from server.media import read_seq
+from server.webrtc import enable_loopback_candidates
+
+
+@dataclass(slots=True)
+class ReceivedFrame:
+    received_at: float  # time.monotonic()
+    pts: int  # 90 kHz
+    seq: int | None  # read from the seq barcode, None when the frame is unstamped
+
+
+@dataclass
+class ViewerProbe:
+    """Connects, negotiates and records every decoded video frame."""
+
+    url: str
+    audio: bool = False
+    frames: list[ReceivedFrame] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    audio_frames: int = 0
+    peer: RTCPeerConnection | None = None
+    _socket: ClientConnection | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _frame_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def connect(self, timeout: float = 60.0) -> None:
+        enable_loopback_candidates()
+        self.peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.peer.addTransceiver("video", direction="recvonly")
+        if self.audio:
+            self.peer.addTransceiver("audio", direction="recvonly")
+        self.peer.on("track", self._on_track)
+        self._socket = await connect(self.url, compression=None)
+        await self.peer.setLocalDescription(await self.peer.createOffer())
+        offer = {"type": "offer", "sdp": self.peer.localDescription.sdp}
+        await self._socket.send(json.dumps(offer))
+        answer = await asyncio.wait_for(self._wait_answer(), timeout)
+        await self.peer.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        self._tasks.append(asyncio.create_task(self._read_messages(), name="viewer-messages"))
+
+    async def _wait_answer(self) -> dict[str, Any]:
+        assert self._socket is not None
+        async for raw in self._socket:
+            message = json.loads(raw)
+            if message.get("type") == "answer":
+                return message
+            self.messages.append(message)
+        raise ConnectionError("signaling closed before the answer")
+
+    async def _read_messages(self) -> None:
+        assert self._socket is not None
+        with contextlib.suppress(Exception):
+            async for raw in self._socket:
+                self.messages.append(json.loads(raw))
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        reader = self._read_video if track.kind == "video" else self._read_audio
+        self._tasks.append(asyncio.create_task(reader(track), name=f"viewer-{track.kind}"))
+
+    async def _read_video(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame: Any = await track.recv()
+                image = frame.to_ndarray(format="rgb24")
+                self.frames.append(ReceivedFrame(time.monotonic(), int(frame.pts), read_seq(image)))
+                self._frame_event.set()
+
+    async def _read_audio(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                await track.recv()
+                self.audio_frames += 1
+
+    async def wait_frames(self, count: int, timeout: float) -> None:
+        """Wait until at least ``count`` frames were decoded."""
+
+        async def enough() -> None:
+            while len(self.frames) < count:
+                self._frame_event.clear()
+                await self._frame_event.wait()
+
+        await asyncio.wait_for(enough(), timeout)
+
+    async def wait_seq(self, seq: int, timeout: float) -> None:
+        """Wait until a frame stamped with ``seq`` (or later) was decoded."""
+
+        async def seen() -> None:
+            while not any(f.seq is not None and f.seq >= seq for f in self.frames):
+                self._frame_event.clear()
+                await self._frame_event.wait()
+
+        await asyncio.wait_for(seen(), timeout)
+
+    async def close(self) -> None:
+        if self._socket is not None:
+            await self._socket.close()
+        if self.peer is not None:
+            await self.peer.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
