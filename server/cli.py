@@ -24,6 +24,7 @@ from server.config import ConfigError, load_config
 COMMAND_MODULES = (
     "model.commands",
     "model.motion.commands",
+    "model.training.commands",
     "streaming.commands",
     "server.commands",
     "clients.commands",
