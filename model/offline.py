@@ -21,6 +21,7 @@ import torch
 
 from model.config import SamplerConfig, SamplerMode
 from model.denoiser import FrameScheduler, WindowDenoiser
+from model.errors import AnchorError
 from model.noise import frame_noise
 from model.windows import official_windows
 
@@ -105,7 +106,14 @@ def resolve_sampler(mode: SamplerMode) -> LatentSampler:
     ``streaming.offline_compat.sample_latents(mode)`` (same signature as ``offline_sample``)."""
     if mode == "offline":
         return offline_sample
-    module = importlib.import_module("streaming.offline_compat")
+    try:
+        module = importlib.import_module("streaming.offline_compat")
+    except ModuleNotFoundError as err:
+        if err.name not in ("streaming", "streaming.offline_compat"):
+            raise
+        raise AnchorError(
+            f"sampler.mode {mode!r} needs streaming.offline_compat, which is not installed"
+        ) from err
     return module.sample_latents(mode)  # type: ignore[no-any-return]
 
 
