@@ -1,0 +1,89 @@
+"""Writes frames of a dataset: images, conditions, face crops and masks, manifest lines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from model.face_geometry import alignment_matrices, crop_faces, face_region_masks, ffhq_points
+from model.training.dataset import (
+    DatasetHeader,
+    ManifestEntry,
+    append_manifest,
+    entry_paths,
+    reference_candidates,
+    write_png,
+)
+
+
+def _to_tensor(images: NDArray[np.uint8]) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+
+
+def _to_uint8(images: torch.Tensor) -> NDArray[np.uint8]:
+    scaled = (images.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    return scaled.permute(0, 2, 3, 1).numpy()
+
+
+def face_samples(
+    frames: NDArray[np.uint8],
+    conditions: NDArray[np.uint8],
+    landmarks: NDArray[np.float32],
+    face_size: int,
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8], NDArray[np.float32]]:
+    """FFHQ-aligned crops of frames and mesh renders, inpainting masks, matrices.
+
+    frames, conditions: ``(N, H, W, 3)`` uint8; landmarks ``(N, 51, 2)`` image pixels.
+    Returns crops ``(N, S, S, 3)`` twice, masks ``(N, S, S)`` uint8 (255 = keep, 0 = the
+    face region the Face SGDM regenerates) and ``(N, 2, 3)`` image -> crop matrices.
+    """
+    matrices = alignment_matrices(ffhq_points(landmarks), face_size)
+    faces = _to_uint8(crop_faces(_to_tensor(frames), matrices, face_size))
+    face_conditions = _to_uint8(crop_faces(_to_tensor(conditions), matrices, face_size))
+    homogeneous = np.concatenate([landmarks, np.ones((*landmarks.shape[:2], 1), np.float32)], -1)
+    crop_points = np.einsum("nij,nkj->nki", matrices, homogeneous)
+    region = face_region_masks(crop_points.astype(np.float32), face_size, face_size)
+    masks = ((1.0 - region[:, 0]) * 255.0).astype(np.uint8)
+    return faces, face_conditions, masks, matrices
+
+
+def write_window(
+    folder: Path,
+    header: DatasetHeader,
+    indices: Sequence[int],
+    frames: NDArray[np.uint8],
+    conditions: NDArray[np.uint8],
+    perturbed: Sequence[NDArray[np.uint8]],
+    landmarks: NDArray[np.float32],
+    foreground: NDArray[np.uint8] | None = None,
+    reference_seed: int = 0,
+) -> None:
+    """Writes consecutive frames ``indices`` and appends their manifest lines (last, so
+    an interrupted run only ever leaves complete frames in the manifest)."""
+    faces, face_conditions, masks, matrices = face_samples(
+        frames, conditions, landmarks, header.face_size
+    )
+    for row, index in enumerate(indices):
+        paths = entry_paths(index, len(perturbed), foreground is not None)
+        write_png(folder / paths["frame"], frames[row])
+        write_png(folder / paths["condition"], conditions[row])
+        for variant, images in zip(paths["perturbed"], perturbed, strict=True):
+            write_png(folder / variant, images[row])
+        write_png(folder / paths["face"], faces[row])
+        write_png(folder / paths["face_condition"], face_conditions[row])
+        write_png(folder / paths["face_mask"], masks[row])
+        if foreground is not None:
+            write_png(folder / paths["foreground"], foreground[row])
+        append_manifest(
+            folder,
+            ManifestEntry(
+                index=index,
+                face_matrix=matrices[row].tolist(),
+                references=reference_candidates(index, header.frame_count, reference_seed),
+                **paths,
+            ),
+        )
