@@ -22,6 +22,7 @@ log = logging.getLogger("anchor.training")
 def register(commands: Any, bench: Any) -> None:
     """Add the training commands and ``train`` to ``anchor bench``."""
     _register_synth(commands)
+    _register_prepare(commands)
 
 
 def _register_synth(commands: Any) -> None:
@@ -68,5 +69,58 @@ def synth_command(args: argparse.Namespace, config: AppConfig) -> int:
         supersample=2 if args.size <= 256 else 1,
     )
     written = synth_dataset(args.out, options, config.render)
+    print(json.dumps({"out": str(args.out), "written": written}))
+    return 0
+
+
+def _register_prepare(commands: Any) -> None:
+    prepare = commands.add_parser(
+        "prepare",
+        help="turn a video + its SMPL-X parameters into a training dataset",
+        description=(
+            "Frames at --fps, a fixed square crop resized to --size, condition renders from "
+            "the motion file (TalkSHOW/EMAGE/SHOW/anchor npz; SHOW camera fields honoured), "
+            "perturbed renders (augmentation), face crops and masks from the mesh, reference "
+            "candidates and a JSONL manifest. Resumable: run it again to finish."
+        ),
+    )
+    prepare.add_argument("video", type=Path, help="video of one person")
+    prepare.add_argument("--motion", type=Path, required=True, help="SMPL-X parameters")
+    prepare.add_argument("--out", type=Path, required=True, help="dataset folder")
+    prepare.add_argument("--crop", default=None, help="x,y,size in video pixels (default: centre)")
+    prepare.add_argument("--size", type=int, default=512, help="frame size in pixels")
+    prepare.add_argument("--face-size", type=int, default=256, help="face crop size")
+    prepare.add_argument("--fps", type=float, default=30.0, help="dataset frame rate")
+    prepare.add_argument("--perturbations", type=int, default=1, help="perturbed renders/frame")
+    prepare.add_argument("--perturbation-std", type=float, default=0.05, help="radians")
+    prepare.add_argument(
+        "--foreground", type=Path, default=None, help="folder of %%06d.png person masks (stage 1)"
+    )
+    prepare.add_argument(
+        "--stage",
+        choices=("pretrain", "finetune"),
+        default="finetune",
+        help="finetune warns when the video is shorter than 60 s",
+    )
+    prepare.set_defaults(handler=prepare_command)
+
+
+def prepare_command(args: argparse.Namespace, config: AppConfig) -> int:
+    """Handler of ``anchor prepare``."""
+    from model.training.prepare import PrepareOptions, parse_crop, prepare_dataset
+
+    if args.perturbations < 0:
+        raise AnchorError(f"--perturbations must be >= 0, got {args.perturbations}")
+    options = PrepareOptions(
+        size=args.size,
+        face_size=args.face_size,
+        fps=args.fps,
+        crop=parse_crop(args.crop) if args.crop else None,
+        perturbations=args.perturbations,
+        perturbation_std=args.perturbation_std,
+        foreground=args.foreground,
+        stage=args.stage,
+    )
+    written = prepare_dataset(args.video, args.motion, args.out, options, config.render)
     print(json.dumps({"out": str(args.out), "written": written}))
     return 0
