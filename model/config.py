@@ -109,3 +109,5 @@ class RenderConfig(Section):
     standin_path: Path = Path(".cache/standin")
     # Default camera when frames carry none: "upper" frames head to hips, "full" the whole body.
     framing: Literal["upper", "full"] = "upper"
+    # 4x multisample antialiasing of the mesh render (pyrender's default); see model/render.py.
+    antialias: bool = True

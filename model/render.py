@@ -35,6 +35,9 @@ METALLIC = 0.2
 ROUGHNESS = 0.6
 AMBIENT = 0.3
 Z_NEAR, Z_FAR = 0.05, 100.0
+# (position in OpenGL camera space, intensity); a spot light sits at the camera.
+POINT_LIGHTS = (((1.5, 1.5, 0.0), 6.0), ((-1.5, 0.5, 0.5), 4.0))
+ANTIALIAS_SAMPLES = 4  # multisample count when render.antialias is on (pyrender's own)
 SESSION_DISTANCE = 3.0  # metres from the default camera to the framed body
 JOINT_PELVIS, JOINT_LEFT_HIP, JOINT_RIGHT_HIP, JOINT_NECK = 0, 1, 2, 12
 JOINT_LEFT_SHOULDER, JOINT_RIGHT_SHOULDER = 16, 17
@@ -157,6 +160,132 @@ class SessionCamera:
         return (points @ self.rotation.T.astype(np.float32) + self.translation).astype(np.float32)
 
 
+def _specialize_mesh_shader(text: str, light_counts: dict[str, int]) -> str:
+    """pyrender's mesh fragment shader with its light counts as compile-time constants.
+
+    pyrender loops over uniform light counts; with constants the GLSL compiler unrolls
+    the loops and drops the empty ones, and llvmpipe no longer runs masked dynamic
+    loops per fragment. The arithmetic per light is unchanged.
+    """
+    for name, count in light_counts.items():
+        declaration = f"uniform int {name};"
+        if declaration not in text:
+            raise AnchorError(f"render: pyrender's mesh.frag has no {declaration!r}")
+        text = text.replace(declaration, f"const int {name} = {count};")
+    return text
+
+
+def _program_cache(light_counts: dict[str, int] | None) -> Any:
+    """pyrender's shader cache; mesh programs specialised to ``light_counts`` when given."""
+    from pyrender.shader_program import ShaderProgramCache
+
+    class ProgramCache(ShaderProgramCache):  # type: ignore[misc]
+        def get_program(
+            self,
+            vertex_shader: str,
+            fragment_shader: str,
+            geometry_shader: str | None = None,
+            defines: dict[str, Any] | None = None,
+        ) -> Any:
+            program = super().get_program(vertex_shader, fragment_shader, geometry_shader, defines)
+            if (
+                light_counts is not None
+                and fragment_shader == "mesh.frag"
+                and not program._in_context()
+                and "_load" not in vars(program)
+            ):
+                load = program._load
+
+                def specialized_load(filename: str) -> str:
+                    text = load(filename)
+                    if filename.endswith("mesh.frag"):
+                        text = _specialize_mesh_shader(text, light_counts)
+                    return str(text)
+
+                program._load = specialized_load
+            return program
+
+    return ProgramCache()
+
+
+def _scene_renderer(
+    width: int, height: int, samples: int, light_counts: dict[str, int] | None
+) -> Any:
+    """pyrender's ``Renderer`` drawing into a ``samples``-per-pixel framebuffer (0: none).
+
+    pyrender always draws offscreen into a 4x multisample framebuffer, resolves colour
+    AND depth into a second one and reads both back. Here the draw framebuffer has
+    ``samples`` samples (0: single-sample), and with ``color_only`` set the readback
+    resolves and reads colour alone, into one reused ``(H, W, 4)`` uint8 buffer
+    (returned flipped, image rows top to bottom). Without ``color_only`` it returns
+    ``(color, depth)`` exactly as pyrender does (subclasses of ``MeshRenderer`` use it).
+    """
+    import pyrender
+    from OpenGL import GL
+
+    class SceneRenderer(pyrender.Renderer):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(width, height)
+            self._program_cache = _program_cache(light_counts)
+            self.samples = samples
+            self.color_only = False
+            self.readback = np.empty((height, width, 4), dtype=np.uint8)
+            self._main_fb: int | None = None  # made on first draw (pyrender's protocol)
+            self._main_fb_ms: int | None = None
+
+        def _configure_main_framebuffer(self) -> None:
+            if self._main_fb is not None:
+                return
+            # The resolve target (colour + depth, single-sample): pyrender's own readback
+            # reads it, the colour-only one too when the draw framebuffer is multisample.
+            self._main_cb, self._main_db = GL.glGenRenderbuffers(2)
+            self._main_fb = self._framebuffer(self._main_cb, self._main_db, 0)
+            # The draw target (pyrender calls it the multisample one whatever ``samples``).
+            self._main_cb_ms, self._main_db_ms = GL.glGenRenderbuffers(2)
+            self._main_fb_ms = self._framebuffer(self._main_cb_ms, self._main_db_ms, self.samples)
+            self._main_fb_dims = (width, height)
+
+        def _framebuffer(self, color: int, depth: int, count: int) -> int:
+            for buffer, storage in ((color, GL.GL_RGBA8), (depth, GL.GL_DEPTH_COMPONENT24)):
+                GL.glBindRenderbuffer(GL.GL_RENDERBUFFER, buffer)
+                if count > 0:
+                    GL.glRenderbufferStorageMultisample(
+                        GL.GL_RENDERBUFFER, count, storage, width, height
+                    )
+                else:
+                    GL.glRenderbufferStorage(GL.GL_RENDERBUFFER, storage, width, height)
+            framebuffer = int(GL.glGenFramebuffers(1))
+            GL.glBindFramebuffer(GL.GL_DRAW_FRAMEBUFFER, framebuffer)
+            GL.glFramebufferRenderbuffer(
+                GL.GL_DRAW_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, GL.GL_RENDERBUFFER, color
+            )
+            GL.glFramebufferRenderbuffer(
+                GL.GL_DRAW_FRAMEBUFFER, GL.GL_DEPTH_ATTACHMENT, GL.GL_RENDERBUFFER, depth
+            )
+            return framebuffer
+
+        def _read_main_framebuffer(self, scene: Any, flags: int) -> Any:
+            if not self.color_only:
+                return super()._read_main_framebuffer(scene, flags)
+            source = self._main_fb_ms
+            if self.samples > 0:
+                GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, self._main_fb_ms)
+                GL.glBindFramebuffer(GL.GL_DRAW_FRAMEBUFFER, self._main_fb)
+                GL.glBlitFramebuffer(
+                    0, 0, width, height, 0, 0, width, height,
+                    GL.GL_COLOR_BUFFER_BIT, GL.GL_NEAREST,
+                )  # fmt: skip
+                source = self._main_fb
+            GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, source)
+            GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
+            GL.glReadPixels(
+                0, 0, width, height, GL.GL_RGBA, GL.GL_UNSIGNED_BYTE, self.readback
+            )  # fmt: skip
+            return self.readback[::-1]
+
+    return SceneRenderer()
+
+
 def frame_intrinsics(camera: Camera, config: RenderConfig) -> Intrinsics:
     """A frame's camera scaled from its image size to the render size."""
     scale_x, scale_y = config.width / camera.width, config.height / camera.height
@@ -189,6 +318,16 @@ class MeshRenderer:
         )
         try:
             self._renderer = pyrender.OffscreenRenderer(config.width, config.height)
+            self._renderer._renderer = _scene_renderer(
+                config.width,
+                config.height,
+                ANTIALIAS_SAMPLES if config.antialias else 0,
+                {
+                    "n_directional_lights": 0,
+                    "n_spot_lights": 1,
+                    "n_point_lights": len(POINT_LIGHTS),
+                },
+            )
         except Exception as err:  # pyrender raises bare RuntimeError/ImportError variants
             raise AnchorError(
                 f"render.backend: cannot create an offscreen {os.environ['PYOPENGL_PLATFORM']} "
@@ -215,7 +354,7 @@ class MeshRenderer:
         # Lights live in OpenGL camera space (y up, looking down -z).
         spot = pyrender.SpotLight(color=np.ones(3), intensity=12.0, outerConeAngle=np.pi / 5)
         self._scene.add(spot, pose=np.eye(4))
-        for position, intensity in (((1.5, 1.5, 0.0), 6.0), ((-1.5, 0.5, 0.5), 4.0)):
+        for position, intensity in POINT_LIGHTS:
             pose = np.eye(4)
             pose[:3, 3] = position
             self._scene.add(pyrender.PointLight(color=np.ones(3), intensity=intensity), pose=pose)
@@ -238,7 +377,6 @@ class MeshRenderer:
         from OpenGL import GL
 
         data = np.ascontiguousarray(np.hstack([positions, normals]), dtype=np.float32)
-        self._renderer._platform.make_current()
         GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self._primitive._buffers[0])
         GL.glBufferSubData(GL.GL_ARRAY_BUFFER, 0, data.nbytes, data)
         GL.glBindBuffer(GL.GL_ARRAY_BUFFER, 0)
@@ -247,19 +385,30 @@ class MeshRenderer:
         self, vertices: NDArray[np.float32], intrinsics: Sequence[Intrinsics]
     ) -> NDArray[np.uint8]:
         """``(N, V, 3)`` OpenCV camera-space vertices -> ``(N, H, W, 3)`` uint8 RGB images."""
+        import pyrender
+
         images = np.empty((len(vertices), self.config.height, self.config.width, 3), np.uint8)
-        for index, (frame_vertices, camera) in enumerate(zip(vertices, intrinsics, strict=True)):
-            # OpenCV (y down, z forward) -> OpenGL (y up, z backward): a rotation, so the
-            # triangle winding (and back-face culling) is preserved.
-            positions = np.ascontiguousarray(
-                frame_vertices * np.array([1.0, -1.0, -1.0], dtype=np.float32)
-            )
-            self._upload(positions)
-            self._camera.fx, self._camera.fy = camera.fx, camera.fy
-            self._camera.cx, self._camera.cy = camera.cx, camera.cy
-            color, _ = self._renderer.render(self._scene)
-            self._uploaded = True
-            images[index] = color[..., :3]
+        platform, scene_renderer = self._renderer._platform, self._renderer._renderer
+        platform.make_current()
+        scene_renderer.color_only = True
+        try:
+            for index, (frame_vertices, camera) in enumerate(
+                zip(vertices, intrinsics, strict=True)
+            ):
+                # OpenCV (y down, z forward) -> OpenGL (y up, z backward): a rotation, so
+                # the triangle winding (and back-face culling) is preserved.
+                positions = np.ascontiguousarray(
+                    frame_vertices * np.array([1.0, -1.0, -1.0], dtype=np.float32)
+                )
+                self._upload(positions)
+                self._camera.fx, self._camera.fy = camera.fx, camera.fy
+                self._camera.cx, self._camera.cy = camera.cx, camera.cy
+                color = scene_renderer.render(self._scene, pyrender.RenderFlags.OFFSCREEN)
+                self._uploaded = True
+                images[index] = color[..., :3]
+        finally:
+            scene_renderer.color_only = False
+            platform.make_uncurrent()
         return images
 
     def close(self) -> None:
