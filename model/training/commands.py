@@ -23,6 +23,8 @@ def register(commands: Any, bench: Any) -> None:
     """Add the training commands and ``train`` to ``anchor bench``."""
     _register_synth(commands)
     _register_prepare(commands)
+    _register_train(commands)
+    _register_bench(bench)
 
 
 def _register_synth(commands: Any) -> None:
@@ -123,4 +125,133 @@ def prepare_command(args: argparse.Namespace, config: AppConfig) -> int:
     )
     written = prepare_dataset(args.video, args.motion, args.out, options, config.render)
     print(json.dumps({"out": str(args.out), "written": written}))
+    return 0
+
+
+def _register_train(commands: Any) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train the body SGDM, the face SGDM or a small autoencoder (accelerate)",
+        description=(
+            "Same command on one CPU, one GPU or many (launch with `accelerate launch -m "
+            "server.cli train ...` for several processes). Hyper-parameters come from the "
+            "[train] config section; the flags below override it."
+        ),
+    )
+    what = train.add_subparsers(dest="train_what", metavar="WHAT", required=True)
+    for kind, text in (
+        ("body", "the body SGDM (UNet + ControlNet)"),
+        ("face", "the face SGDM (9-channel inpainting UNet + ControlNet)"),
+        ("vae", "a small AutoencoderKL for the tiny/demo families"),
+    ):
+        parser = what.add_parser(kind, help=f"train {text}")
+        parser.add_argument(
+            "--data", type=Path, action="append", required=True, help="dataset (repeatable)"
+        )
+        parser.add_argument("--out", type=Path, required=True, help="output folder")
+        parser.add_argument(
+            "--init",
+            default="tiny",
+            help="tiny | demo | sd15 | a checkpoint folder (official layout) to start from",
+        )
+        parser.add_argument("--steps", type=int, default=None, help="train.steps")
+        parser.add_argument("--batch-size", type=int, default=None, help="train.batch_size")
+        parser.add_argument("--lr", type=float, default=None, help="train.learning_rate")
+        parser.add_argument("--seed", type=int, default=None, help="train.seed")
+        parser.add_argument("--checkpoint-every", type=int, default=None)
+        parser.add_argument("--validate-every", type=int, default=None)
+        parser.add_argument("--ema", action="store_true", default=None, help="train.ema")
+        parser.add_argument(
+            "--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default=None
+        )
+        parser.add_argument(
+            "--image-size", type=int, default=None, help="train at this size (default: data's)"
+        )
+        parser.add_argument(
+            "--resume",
+            nargs="?",
+            const="latest",
+            default=None,
+            help="continue from OUT's latest checkpoint (or the one given)",
+        )
+        if kind != "vae":
+            parser.add_argument(
+                "--stage",
+                choices=("pretrain", "finetune"),
+                default="pretrain",
+                help="finetune: start from stage-1 weights (--init FOLDER)",
+            )
+            parser.add_argument("--vae", type=Path, default=None, help="frozen VAE folder")
+            parser.add_argument("--clip", type=Path, default=None, help="frozen CLIP folder")
+            parser.add_argument(
+                "--validation-data", type=Path, action="append", default=None,
+                help="dataset(s) for the validation renders (default: the first --data)",
+            )  # fmt: skip
+        parser.set_defaults(handler=train_command, train_kind=kind)
+
+
+def train_config(args: argparse.Namespace, config: AppConfig) -> Any:
+    """The [train] section (defaults when AppConfig has none) with the flags applied."""
+    from model.training.config import TrainConfig
+
+    section = getattr(config, "train", None) or TrainConfig()
+    updates = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "seed": args.seed,
+        "checkpoint_every": args.checkpoint_every,
+        "validate_every": args.validate_every,
+        "ema": args.ema,
+        "mixed_precision": args.mixed_precision,
+    }
+    values = section.model_dump()
+    values.update({key: value for key, value in updates.items() if value is not None})
+    return TrainConfig(**values)
+
+
+def train_command(args: argparse.Namespace, config: AppConfig) -> int:
+    """Handler of ``anchor train body|face|vae``."""
+    from model.training.trainer import TrainRun, train
+
+    run = TrainRun(
+        kind=args.train_kind,
+        data=list(args.data),
+        out=args.out,
+        init=args.init,
+        stage=getattr(args, "stage", "pretrain"),
+        vae=getattr(args, "vae", None),
+        clip=getattr(args, "clip", None),
+        image_size=args.image_size,
+        resume=args.resume,
+        validation=list(getattr(args, "validation_data", None) or []),
+    )
+    result = train(run, train_config(args, config), config.model)
+    print(json.dumps({"step": result.step, "loss": result.loss,
+                      "final": str(result.final) if result.final else None}))  # fmt: skip
+    return 0
+
+
+def _register_bench(bench: Any) -> None:
+    parser = bench.add_parser(
+        "train",
+        help="it/s of a training step (tiny preset, CPU) and the demo model's figures",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps")
+    parser.add_argument(
+        "--demo", type=Path, default=Path("clients/models/demo"), help="demo model bundle"
+    )
+    parser.add_argument(
+        "--heldout", type=Path, default=None, help="held-out synthetic dataset for SSIM/PSNR"
+    )
+    parser.set_defaults(handler=bench_command)
+
+
+def bench_command(args: argparse.Namespace, config: AppConfig) -> int:
+    """Handler of ``anchor bench train``."""
+    from model.training.bench import bench_train, format_report
+
+    report = bench_train(args.steps, args.demo, args.heldout, config)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

@@ -1,0 +1,163 @@
+"""``anchor bench train``: training-step speed and the demo model's figures.
+
+- it/s of one body training step (tiny preset, batch 4, 64 px, CPU, AdamW, clipping);
+- when the demo bundle exists: committed frames/s of the streaming sampler (``low``
+  mode, the bundle's steps, CFG off) including the condition encoding and the VAE decode,
+  and SSIM / PSNR of its output against the held-out synthetic ground truth.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from model.config import ModelConfig
+
+if TYPE_CHECKING:
+    from server.config import AppConfig
+
+
+def psnr(images: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean PSNR (dB) of (N, 3, H, W) [0, 1] images."""
+    mse = (images - targets).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return float((10.0 * torch.log10(1.0 / mse)).mean())
+
+
+def ssim(images: torch.Tensor, targets: torch.Tensor, window: int = 7) -> float:
+    """Mean SSIM of (N, 3, H, W) [0, 1] images on luma, Gaussian window sigma 1.5."""
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    x, y = (images * weights).sum(1, True), (targets * weights).sum(1, True)
+    coords = torch.arange(window, dtype=torch.float32) - (window - 1) / 2
+    gauss = torch.exp(-(coords**2) / (2 * 1.5**2))
+    kernel = (gauss[:, None] * gauss[None]) / gauss.sum() ** 2
+    kernel = kernel.view(1, 1, window, window)
+
+    def blur(value: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(value, kernel)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    value = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
+        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    )
+    return float(value.mean())
+
+
+def training_step_speed(steps: int, batch: int = 4) -> dict[str, Any]:
+    """Seconds per body training step of the tiny preset on the CPU (median of ``steps``)."""
+    from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+
+    from model.presets import SD15_SCHEDULER_CONFIG, TINY_IMAGE_SIZE
+    from model.training.losses import appearance_tokens, diffusion_loss, encode_latents
+    from model.training.networks import frozen_networks, initial_networks
+
+    model = ModelConfig()
+    networks = initial_networks("tiny", "body", model)
+    frozen = frozen_networks("tiny", model, None)
+    parameters = [*networks.unet.parameters(), *networks.controlnet.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=1e-5, weight_decay=1e-2)
+    scheduler = DDPMScheduler.from_config(SD15_SCHEDULER_CONFIG)
+    generator = torch.Generator().manual_seed(0)
+    size = TINY_IMAGE_SIZE
+    images = torch.rand(3, batch, 3, size, size, generator=generator)
+    drop = torch.zeros(batch, dtype=torch.bool)
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        latents = encode_latents(frozen.vae, images[0])
+        tokens = appearance_tokens(frozen.clip, images[2], drop, frozen.null_embedding)
+        loss = diffusion_loss(
+            networks.unet, networks.controlnet, scheduler, latents, images[1], tokens, generator
+        )
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    median = sorted(times[1:])[len(times[1:]) // 2]
+    return {"preset": "tiny", "batch": batch, "size": size, "it_per_s": 1.0 / median,
+            "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def demo_figures(
+    folder: Path, heldout: Path, config: AppConfig, frames: int = 96
+) -> dict[str, Any]:
+    """Streaming fps and SSIM/PSNR of the demo bundle on held-out synthetic motion."""
+    from model.offline import generate_frames
+    from model.training.bundle import bundle_meta, load_bundle
+    from model.training.data import _image
+    from model.training.dataset import load_dataset, read_png
+
+    meta = bundle_meta(folder)
+    sampler = config.sampler.model_copy(
+        update={
+            "mode": "low",
+            "steps": int(meta.get("steps", 2)),
+            "guidance_scale": 1.0,
+            "controlnet_scale": float(meta.get("controlnet_scale", 1.0)),
+            "window_size": int(meta.get("window_size", 8)),
+            "overlap": int(meta.get("overlap", 2)),
+        }
+    )
+    model = config.model.model_copy(update={"attention": meta.get("attention", "per-frame")})
+    components = load_bundle(folder, model, sampler)
+    size = components.image_size
+    _, entries = load_dataset(heldout)
+    entries = entries[:frames]
+    conditions = torch.stack([_image(read_png(heldout / e.condition), size) for e in entries])
+    targets = torch.stack([_image(read_png(heldout / e.frame), size) for e in entries])
+    start = time.perf_counter()
+    generated = generate_frames(components.denoiser, components.scheduler, conditions, sampler)
+    elapsed = time.perf_counter() - start
+    return {
+        "bundle": str(folder),
+        "heldout": str(heldout),
+        "frames": len(entries),
+        "size": size,
+        "steps": sampler.steps,
+        "mode": sampler.mode,
+        "attention": model.attention,
+        "fps": len(entries) / elapsed,
+        "ssim": ssim(generated, targets),
+        "psnr": psnr(generated, targets),
+    }
+
+
+def bench_train(steps: int, demo: Path, heldout: Path | None, config: AppConfig) -> dict[str, Any]:
+    """The report printed by ``anchor bench train``."""
+    report: dict[str, Any] = {"train_step": training_step_speed(steps)}
+    heldout = heldout or Path(".cache/demo-data/heldout")
+    if (demo / "body").is_dir() and (heldout / "manifest.jsonl").is_file():
+        report["demo"] = demo_figures(demo, heldout, config)
+    else:
+        report["demo"] = None
+        report["demo_missing"] = (
+            f"needs the demo bundle {demo} and a held-out dataset {heldout} "
+            "(anchor synth-dataset --out .cache/demo-data --size 128 ...)"
+        )
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    step = report["train_step"]
+    lines = [
+        f"train step (tiny, batch {step['batch']}, {step['size']} px, "
+        f"{step['threads']} threads): {step['it_per_s']:.2f} it/s"
+    ]
+    demo = report.get("demo")
+    if demo:
+        lines.append(
+            f"demo {demo['size']} px, {demo['steps']} steps {demo['mode']}: "
+            f"{demo['fps']:.1f} frames/s, SSIM {demo['ssim']:.3f}, PSNR {demo['psnr']:.2f} dB "
+            f"on {demo['frames']} held-out frames"
+        )
+    else:
+        lines.append(f"demo: {report.get('demo_missing')}")
+    return "\n".join(lines)

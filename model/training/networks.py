@@ -1,0 +1,213 @@
+"""The networks a training run starts from, and the self-contained model folders it writes.
+
+``--init`` names where the trained networks come from:
+
+- ``tiny``: model/presets.py at tiny size (seeded with ``model.tiny_seed``);
+- ``demo``: the CPU demo family (``demo_unet``: 3 levels, a few million parameters);
+- ``sd15``: the UNet of ``model.sd_path`` and ``ControlNetModel.from_unet`` of it;
+- a folder: a checkpoint in the official layout, ``FOLDER/<part>/{unet,controlnet}``
+  (``part`` = body or head; the authors' published stage-1 folders load unchanged,
+  strictly; a missing or unexpected key is an error naming it).
+
+Frozen networks: the VAE (``--vae FOLDER`` from ``anchor train vae``, else the family's:
+tiny preset / ``model.sd_path/vae``) and the CLIP vision encoder (tiny preset for the
+tiny and demo families, else ``model.clip_path``; the paper never trains it).
+
+A *bundle* is what ``save_bundle`` writes and ``load_bundle`` reads: ``body/{unet,
+controlnet}`` (and ``head/...`` when trained), ``vae/``, ``clip/`` and
+``null_embedding.safetensors``: everything the samplers need, no other folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import torch
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.controlnets.controlnet import ControlNetModel
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from transformers import CLIPVisionModel
+
+from model.config import ModelConfig
+from model.errors import AnchorError
+from model.loading import (
+    empty_prompt_embedding,
+    load_clip_vision,
+    load_controlnet,
+    load_text_encoder,
+    load_unet,
+    load_vae,
+    require_folder,
+)
+from model.presets import TINY_WIDTH, tiny_clip_vision, tiny_controlnet, tiny_unet, tiny_vae
+
+FAMILIES = ("tiny", "demo", "sd15")
+NULL_EMBEDDING = "null_embedding.safetensors"
+DEMO_CONDITIONING_CHANNELS = (16, 32, 32, 64)
+
+
+def demo_unet(in_channels: int = 4) -> UNet2DConditionModel:
+    """The CPU demo family's UNet: 3 levels (latent 16 -> 8 -> 4 at 128 px), attention on
+    the two coarse levels, cross-attention width = the tiny CLIP's (about 17 ms per frame
+    and step for UNet + ControlNet on one CPU core)."""
+    return UNet2DConditionModel(
+        sample_size=16,
+        in_channels=in_channels,
+        out_channels=4,
+        block_out_channels=(32, 64, 96),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TINY_WIDTH,
+        attention_head_dim=16,
+        norm_num_groups=16,
+    )
+
+
+def demo_vae() -> AutoencoderKL:
+    """The demo family's small autoencoder (image / 8, 4 latent channels), trained by
+    ``anchor train vae``."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        # Narrow at full resolution: the decoder's cost per frame is dominated by its two
+        # finest levels (about 25 ms per 128 px frame on one CPU core).
+        block_out_channels=(8, 16, 32, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=128,
+        scaling_factor=1.0,
+    )
+
+
+@dataclass
+class PartNetworks:
+    """Trained networks of one part (body or head)."""
+
+    unet: UNet2DConditionModel
+    controlnet: ControlNetModel
+
+
+@dataclass
+class FrozenNetworks:
+    """Frozen networks: VAE, CLIP vision encoder, the null embedding (T, D) float32."""
+
+    vae: AutoencoderKL
+    clip: CLIPVisionModel
+    null_embedding: torch.Tensor
+
+
+def _is_family(init: str) -> bool:
+    return init in FAMILIES
+
+
+def initial_networks(init: str, part: str, model: ModelConfig) -> PartNetworks:
+    """UNet + ControlNet to train (see the module docstring); ``part`` body or head."""
+    face = part == "head"
+    if not _is_family(init):
+        folder = Path(init)
+        field = "--init"
+        unet = load_unet(require_folder(folder, field, part, "unet"), field)
+        controlnet = load_controlnet(require_folder(folder, field, part, "controlnet"), field)
+        return PartNetworks(unet, controlnet)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(model.tiny_seed)
+        if init == "tiny":
+            unet = tiny_unet(in_channels=9 if face else 4)
+            controlnet = tiny_controlnet(unet, in_channels=4 if face else None)
+        elif init == "demo":
+            unet = demo_unet(in_channels=9 if face else 4)
+            controlnet = _controlnet_from(unet, DEMO_CONDITIONING_CHANNELS, 4 if face else None)
+        else:
+            sd = require_folder(model.sd_path, "model.sd_path")
+            field = "model.sd_path" if not face else "model.sd_inpainting_path"
+            root = sd if not face else require_folder(model.sd_inpainting_path, field)
+            unet = load_unet(require_folder(root, field, "unet"), field)
+            controlnet = _controlnet_from(unet, (16, 32, 96, 256), 4 if face else None)
+    return PartNetworks(unet, controlnet)
+
+
+def _controlnet_from(
+    unet: UNet2DConditionModel, conditioning: tuple[int, ...], in_channels: int | None
+) -> ControlNetModel:
+    if in_channels is None or in_channels == unet.config["in_channels"]:
+        return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=conditioning)
+    config = dict(unet.config)
+    controlnet = ControlNetModel(
+        in_channels=in_channels,
+        down_block_types=config["down_block_types"],
+        block_out_channels=config["block_out_channels"],
+        layers_per_block=config["layers_per_block"],
+        cross_attention_dim=config["cross_attention_dim"],
+        attention_head_dim=config["attention_head_dim"],
+        norm_num_groups=config["norm_num_groups"],
+        conditioning_embedding_out_channels=conditioning,
+    )
+    for name in ("time_embedding", "down_blocks", "mid_block"):
+        getattr(controlnet, name).load_state_dict(getattr(unet, name).state_dict())
+    return controlnet
+
+
+def frozen_networks(
+    init: str, model: ModelConfig, vae_folder: Path | None, clip_folder: Path | None = None
+) -> FrozenNetworks:
+    """VAE, CLIP and null embedding for a run (see the module docstring)."""
+    family = init if _is_family(init) else ("sd15" if model.sd_path is not None else "tiny")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(model.tiny_seed)
+        if vae_folder is not None:
+            vae = load_vae(require_folder(vae_folder, "--vae"), "--vae")
+        elif family == "tiny":
+            vae = tiny_vae()
+        elif family == "demo":
+            raise AnchorError("--init demo needs --vae FOLDER (train one with anchor train vae)")
+        else:
+            sd = require_folder(model.sd_path, "model.sd_path")
+            vae = load_vae(require_folder(sd, "model.sd_path", "vae"), "model.sd_path")
+        if clip_folder is not None:
+            clip = load_clip_vision(require_folder(clip_folder, "--clip"), "--clip")
+        elif family in ("tiny", "demo"):
+            clip = tiny_clip_vision()
+        else:
+            field = "model.clip_path"
+            clip = load_clip_vision(require_folder(model.clip_path, field), field)
+    image_size, patch_size = cast(int, clip.config.image_size), cast(int, clip.config.patch_size)
+    tokens = (image_size // patch_size) ** 2 + 1
+    if family == "sd15" and model.sd_path is not None:
+        encoder, tokenizer = load_text_encoder(model.sd_path, "model.sd_path")
+        null = empty_prompt_embedding(encoder, tokenizer, tokens)
+    else:
+        null = torch.zeros(tokens, int(clip.config.hidden_size))
+    for network in (vae, clip):
+        network.eval().requires_grad_(False)
+    return FrozenNetworks(vae, clip, null)
+
+
+def save_part(networks: PartNetworks, folder: Path, part: str) -> None:
+    """``folder/<part>/{unet,controlnet}`` (the official checkpoint layout)."""
+    networks.unet.save_pretrained(folder / part / "unet")
+    networks.controlnet.save_pretrained(folder / part / "controlnet")
+
+
+def save_bundle(folder: Path, frozen: FrozenNetworks) -> None:
+    """Completes a checkpoint folder into a self-contained bundle: vae/, clip/, null."""
+    from safetensors.torch import save_file
+
+    frozen.vae.save_pretrained(folder / "vae")
+    frozen.clip.save_pretrained(folder / "clip")
+    save_file({"null_embedding": frozen.null_embedding.contiguous()}, str(folder / NULL_EMBEDDING))
+
+
+def load_null_embedding(folder: Path) -> torch.Tensor:
+    """``(T, D)`` float32 from a bundle's ``null_embedding.safetensors``."""
+    from safetensors.torch import load_file
+
+    path = folder / NULL_EMBEDDING
+    if not path.is_file():
+        raise AnchorError(f"bundle {folder}: {NULL_EMBEDDING} not found")
+    return load_file(str(path))["null_embedding"].float()
