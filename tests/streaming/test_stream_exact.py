@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler
@@ -90,7 +92,7 @@ class MultistepFrameScheduler:
     """DPM-Solver++ multistep seen per frame: its step depends on earlier steps."""
 
     def __init__(self, steps: int) -> None:
-        self.scheduler = DPMSolverMultistepScheduler()
+        self.scheduler: Any = cast(Any, DPMSolverMultistepScheduler())
         self.scheduler.set_timesteps(steps)
         self.timesteps = self.scheduler.timesteps.to(torch.int64)
 
