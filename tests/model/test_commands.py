@@ -73,3 +73,16 @@ def test_bench_model_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
         (mode, cached) for mode in ("all-frame", "per-frame", "sparse") for cached in (True, False)
     }
     assert all(r["latent_size"] == 2 and r["ms_per_call"] > 0 for r in rows)
+
+
+def test_generate_reference_image_sets_the_appearance(
+    condition_folder: Path, tmp_path: Path
+) -> None:
+    reference = tmp_path / "reference.png"
+    Image.fromarray(np.full((80, 60, 3), (200, 40, 40), dtype=np.uint8)).save(reference)
+    base = ["generate", str(condition_folder), "--steps", "1", "--frames", "2"]
+    assert main([*base, "--out", str(tmp_path / "default")]) == 0
+    assert main([*base, "--out", str(tmp_path / "red"), "--reference", str(reference)]) == 0
+    default = np.asarray(Image.open(tmp_path / "default" / "000000.png"), dtype=np.int16)
+    red = np.asarray(Image.open(tmp_path / "red" / "000000.png"), dtype=np.int16)
+    assert np.abs(default - red).max() > 0
