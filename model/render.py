@@ -359,26 +359,43 @@ class MeshRenderer:
             pose[:3, 3] = position
             self._scene.add(pyrender.PointLight(color=np.ones(3), intensity=intensity), pose=pose)
         self._uploaded = False
+        self._interleaved = np.empty((vertex_count, 6), dtype=np.float32)  # positions, normals
 
     def vertex_normals(self, vertices: NDArray[np.float32]) -> NDArray[np.float32]:
-        """``(V, 3)`` unit normals, area-weighted averages of the adjacent faces."""
-        corners = vertices[self.faces]
-        face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-        normals = np.asarray(self._incidence @ face_normals, dtype=np.float32)
-        length = np.linalg.norm(normals, axis=1, keepdims=True)
-        return normals / np.maximum(length, 1e-12)
+        """``(..., V, 3)`` vertices -> unit normals of the same shape, float32: area-weighted
+        averages of the adjacent faces, every frame of a window in one pass."""
+        vertex_count, face_count = vertices.shape[-2], len(self.faces)
+        batch = vertices.reshape(-1, vertex_count, 3)
+        count = len(batch)
+        corners = np.take(batch, self.faces.ravel(), axis=1).reshape(count, face_count, 3, 3)
+        first = corners[:, :, 1] - corners[:, :, 0]
+        second = corners[:, :, 2] - corners[:, :, 0]
+        face_normals = np.empty_like(first)  # first x second, without np.cross's temporaries
+        for axis, (a, b) in enumerate(((1, 2), (2, 0), (0, 1))):
+            np.multiply(first[..., a], second[..., b], out=face_normals[..., axis])
+            face_normals[..., axis] -= first[..., b] * second[..., a]
+        sums = self._incidence @ face_normals.transpose(1, 0, 2).reshape(face_count, count * 3)
+        normals = np.asarray(sums, dtype=np.float32).reshape(vertex_count, count, 3)
+        normals = normals.transpose(1, 0, 2)
+        length = np.sqrt(np.einsum("nvi,nvi->nv", normals, normals))[..., None]
+        return (normals / np.maximum(length, 1e-12)).reshape(vertices.shape)
 
     def _upload(self, positions: NDArray[np.float32]) -> None:
-        normals = self.vertex_normals(positions)
+        """Writes one frame's ``(V, 3)`` OpenGL-space positions and their normals."""
+        self._write_vertices(positions, self.vertex_normals(positions))
+
+    def _write_vertices(self, positions: NDArray[np.float32], normals: NDArray[np.float32]) -> None:
         if not self._uploaded:
             self._primitive.positions = positions
             self._primitive.normals = normals
             return
         from OpenGL import GL
 
-        data = np.ascontiguousarray(np.hstack([positions, normals]), dtype=np.float32)
+        interleaved = self._interleaved
+        interleaved[:, :3] = positions
+        interleaved[:, 3:] = normals
         GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self._primitive._buffers[0])
-        GL.glBufferSubData(GL.GL_ARRAY_BUFFER, 0, data.nbytes, data)
+        GL.glBufferSubData(GL.GL_ARRAY_BUFFER, 0, interleaved.nbytes, interleaved)
         GL.glBindBuffer(GL.GL_ARRAY_BUFFER, 0)
 
     def render(
@@ -387,20 +404,24 @@ class MeshRenderer:
         """``(N, V, 3)`` OpenCV camera-space vertices -> ``(N, H, W, 3)`` uint8 RGB images."""
         import pyrender
 
+        if len(intrinsics) != len(vertices):
+            raise ValueError(f"{len(vertices)} frames of vertices, {len(intrinsics)} cameras")
         images = np.empty((len(vertices), self.config.height, self.config.width, 3), np.uint8)
+        # OpenCV (y down, z forward) -> OpenGL (y up, z backward): a rotation, so the
+        # triangle winding (and back-face culling) is preserved.
+        positions = vertices * np.array([1.0, -1.0, -1.0], dtype=np.float32)
+        # A subclass with its own _upload (extra vertex attributes) keeps writing the buffer.
+        own_upload = type(self)._upload is MeshRenderer._upload
+        normals = self.vertex_normals(positions) if own_upload else None
         platform, scene_renderer = self._renderer._platform, self._renderer._renderer
         platform.make_current()
         scene_renderer.color_only = True
         try:
-            for index, (frame_vertices, camera) in enumerate(
-                zip(vertices, intrinsics, strict=True)
-            ):
-                # OpenCV (y down, z forward) -> OpenGL (y up, z backward): a rotation, so
-                # the triangle winding (and back-face culling) is preserved.
-                positions = np.ascontiguousarray(
-                    frame_vertices * np.array([1.0, -1.0, -1.0], dtype=np.float32)
-                )
-                self._upload(positions)
+            for index, camera in enumerate(intrinsics):
+                if normals is not None:
+                    self._write_vertices(positions[index], normals[index])
+                else:
+                    self._upload(positions[index])
                 self._camera.fx, self._camera.fy = camera.fx, camera.fy
                 self._camera.cx, self._camera.cy = camera.cx, camera.cy
                 color = scene_renderer.render(self._scene, pyrender.RenderFlags.OFFSCREEN)
