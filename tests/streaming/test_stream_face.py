@@ -117,6 +117,8 @@ def test_temporal_face_windows_release_every_frame_once_in_order(components: Com
     assert torch.equal(out[4].image, before[4])  # type: ignore[arg-type]
     for frame, original in zip(out, before, strict=True):
         if frame.face is not None:
+            image = frame.image
+            assert image is not None
             outside = outside_blend(stage, frame)
-            assert torch.equal(frame.image[:, outside], original[:, outside])  # type: ignore[index]
-            assert not torch.equal(frame.image, original)
+            assert torch.equal(image[:, outside], original[:, outside])
+            assert not torch.equal(image, original)
