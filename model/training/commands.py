@@ -161,6 +161,16 @@ def _register_train(commands: Any) -> None:
         parser.add_argument("--checkpoint-every", type=int, default=None)
         parser.add_argument("--validate-every", type=int, default=None)
         parser.add_argument("--ema", action="store_true", default=None, help="train.ema")
+        parser.add_argument("--warmup-steps", type=int, default=None, help="train.warmup_steps")
+        parser.add_argument(
+            "--condition-dropout", type=float, default=None, help="train.condition_dropout"
+        )
+        parser.add_argument(
+            "--perturbation-probability",
+            type=float,
+            default=None,
+            help="train.perturbation_probability",
+        )
         parser.add_argument(
             "--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default=None
         )
@@ -203,6 +213,9 @@ def train_config(args: argparse.Namespace, config: AppConfig) -> Any:
         "checkpoint_every": args.checkpoint_every,
         "validate_every": args.validate_every,
         "ema": args.ema,
+        "warmup_steps": args.warmup_steps,
+        "condition_dropout": args.condition_dropout,
+        "perturbation_probability": args.perturbation_probability,
         "mixed_precision": args.mixed_precision,
     }
     values = section.model_dump()

@@ -38,11 +38,13 @@ def clip_tokens(clip: CLIPVisionModel, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_latents(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
+def encode_latents(
+    vae: AutoencoderKL, images: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """(N, 3, H, W) [0, 1] -> (N, 4, H/8, W/8) scaled latents (a sample of the posterior,
-    as diffusers' training scripts do), float32."""
+    as diffusers' training scripts do, drawn from ``generator``), float32."""
     posterior = vae.encode((images * 2.0 - 1.0).to(vae.dtype)).latent_dist  # type: ignore[union-attr]
-    return (posterior.sample() * vae.config["scaling_factor"]).float()
+    return (posterior.sample(generator=generator) * vae.config["scaling_factor"]).float()
 
 
 def appearance_tokens(

@@ -220,7 +220,7 @@ class Trainer:
             return vae_loss(self.trained[0], batch["target"], self.config.vae_kl_weight, generator)
         assert self.frozen is not None
         unet, controlnet = self.trained
-        latents = encode_latents(self.frozen.vae, batch["target"])
+        latents = encode_latents(self.frozen.vae, batch["target"], generator)
         tokens = appearance_tokens(
             self.frozen.clip, batch["reference"], batch["drop"], self.frozen.null_embedding
         )
@@ -267,6 +267,9 @@ class Trainer:
             batch_sampler=sampler,
             num_workers=self.config.workers,
             persistent_workers=self.config.workers > 0,
+            # Its own generator: creating an iterator must not draw from the global RNG
+            # (a resumed run creates one at another step than an uninterrupted run).
+            generator=torch.Generator().manual_seed(self.config.seed),
         )
 
     def train(self, steps: int | None = None) -> TrainResult:
