@@ -1,0 +1,45 @@
+"""The training commands through the ``anchor`` CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from server.cli import main
+
+
+def test_anchor_train_body_writes_checkpoints_and_a_bundle(
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    code = main(["train", "body", "--data", str(synth_root / "train"), "--out", str(out),
+                 "--steps", "2", "--batch-size", "2", "--checkpoint-every", "1",
+                 "--validate-every", "100"])  # fmt: skip
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["step"] == 2 and printed["final"] == str(out / "final")
+    for name in ("body/unet", "body/controlnet", "vae", "clip"):
+        assert (out / "final" / name / "config.json").is_file(), name
+    assert (out / "final" / "null_embedding.safetensors").is_file()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-000001",
+                                                               "checkpoint-000002"]  # fmt: skip
+    # Resuming a finished run does no more steps.
+    code = main(["train", "body", "--data", str(synth_root / "train"), "--out", str(out),
+                 "--steps", "2", "--batch-size", "2", "--resume"])  # fmt: skip
+    assert code == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 2
+
+
+def test_anchor_train_reports_a_missing_dataset(tmp_path: Path) -> None:
+    assert main(["train", "body", "--data", str(tmp_path / "nope"), "--out",
+                 str(tmp_path / "out")]) != 0  # fmt: skip
+
+
+def test_anchor_bench_train_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "train", "--json", "--steps", "1", "--demo", str(tmp_path / "none")])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["train_step"]["it_per_s"] > 0
+    assert report["train_step"]["batch"] == 4 and report["demo"] is None
