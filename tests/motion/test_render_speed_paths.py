@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from motion_helpers import random_frame
+from motion_helpers import random_frame, talkshow_frame
 
+from model.config import RenderConfig
 from model.motion.frame import MotionFrame
+from model.render import Intrinsics, MeshRenderer, SessionCamera
+from model.standin import JOINT
+
+
+def _mass(image: np.ndarray) -> np.ndarray:
+    return image.max(axis=-1) > 10
 
 
 def _shared_betas_window(generator: np.random.Generator, betas: np.ndarray) -> list[MotionFrame]:
@@ -52,3 +59,80 @@ def test_sparse_skinning_equals_the_dense_product() -> None:
             weights[row, joints] = torch.rand(len(joints), generator=generator)
         dense = (weights @ transforms.reshape(3, 55, 12)).view(3, 200, 3, 4)
         torch.testing.assert_close(_SparseWeights(weights).blend(transforms), dense)
+
+
+def _pyrender_reference(
+    config: RenderConfig, body_model, vertices: np.ndarray, camera: Intrinsics
+) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The same scene through pyrender's own renderer, shader, framebuffers and readback."""
+    import pyrender
+
+    renderer = MeshRenderer(body_model.faces, body_model.vertex_count, config)
+    try:
+        offscreen = renderer._renderer
+        offscreen._renderer = pyrender.Renderer(config.width, config.height)
+        renderer._upload(np.ascontiguousarray(vertices * np.array([1.0, -1.0, -1.0], np.float32)))
+        renderer._camera.fx, renderer._camera.fy = camera.fx, camera.fy
+        renderer._camera.cx, renderer._camera.cy = camera.cx, camera.cy
+        color, _ = offscreen.render(renderer._scene)
+        return np.array(color[..., :3])
+    finally:
+        renderer.close()
+
+
+def _posed_window(render_config: RenderConfig, body_model) -> tuple[np.ndarray, Intrinsics]:  # type: ignore[no-untyped-def]
+    frames = [talkshow_frame(seq) for seq in range(2)]
+    frames[1].body_pose[3 * (JOINT["head"] - 1) + 1] = 0.5
+    body = body_model.forward(frames)
+    camera = SessionCamera.from_body(body, render_config)
+    return camera.to_camera(body.vertices), camera.intrinsics
+
+
+def test_antialiased_render_equals_pyrender_pixel_for_pixel(
+    render_config: RenderConfig, body_model
+) -> None:  # type: ignore[no-untyped-def]
+    vertices, camera = _posed_window(render_config, body_model)
+    config = render_config.model_copy(update={"antialias": True})
+    renderer = MeshRenderer(body_model.faces, body_model.vertex_count, config)
+    try:
+        images = renderer.render(vertices, [camera, camera])
+        assert _mass(images[1]).mean() > 0.05
+        reference = _pyrender_reference(config, body_model, vertices[1], camera)
+        np.testing.assert_array_equal(images[1], reference)
+    finally:
+        renderer.close()
+
+
+def test_render_without_antialiasing_differs_only_on_the_silhouette(
+    render_config: RenderConfig, body_model
+) -> None:  # type: ignore[no-untyped-def]
+    vertices, camera = _posed_window(render_config, body_model)
+    images = {}
+    for antialias in (True, False):
+        config = render_config.model_copy(update={"antialias": antialias})
+        renderer = MeshRenderer(body_model.faces, body_model.vertex_count, config)
+        try:
+            first = renderer.render(vertices, [camera, camera])
+            np.testing.assert_array_equal(renderer.render(vertices, [camera, camera]), first)
+        finally:
+            renderer.close()
+        images[antialias] = first
+    sharp, smooth = images[False], images[True]
+    mask = _mass(sharp[0])
+    ys, xs = np.nonzero(mask)
+    assert 0.05 < mask.mean() < 0.6
+    assert abs(xs.mean() - mask.shape[1] / 2) < 0.1 * mask.shape[1]
+    assert abs(ys.mean() - mask.shape[0] / 2) < 0.15 * mask.shape[0]
+    # Away from every depth or silhouette edge both are the same shader's pixels.
+    changed = np.abs(sharp.astype(int) - smooth.astype(int)).max(axis=-1) > 2
+    assert 0 < changed.mean() < 0.05
+    edges = np.zeros_like(changed)
+    for frame in range(2):
+        level = sharp[frame].astype(int).sum(axis=-1)
+        jump = np.zeros_like(level, dtype=bool)
+        jump[1:] |= np.abs(np.diff(level, axis=0)) > 30
+        jump[:-1] |= np.abs(np.diff(level, axis=0)) > 30
+        jump[:, 1:] |= np.abs(np.diff(level, axis=1)) > 30
+        jump[:, :-1] |= np.abs(np.diff(level, axis=1)) > 30
+        edges[frame] = jump
+    assert changed[~edges].mean() < 0.002
