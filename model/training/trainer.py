@@ -354,9 +354,25 @@ class Trainer:
                 assert self.frozen is not None
                 self._save_networks(folder)
                 save_bundle(folder, self.frozen)
+                if self.run.kind == "body":
+                    self._save_reference(folder)
         if self.ema is not None:
             self.ema.restore(self.parameters)
         return folder
+
+    def _save_reference(self, folder: Path) -> None:
+        """``reference.png`` (a training frame: the bundle's default appearance) and
+        ``bundle.json`` (image size and the sampler settings the model was trained for)."""
+        from model.training.bundle import BUNDLE_META, REFERENCE
+
+        first = self.samples.frames[0]
+        reference = self.samples._read(first, first.clip_entries[0], "frame")
+        array = (reference.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        Image.fromarray(array).save(folder / REFERENCE)
+        # Trained with conditioning scale 1 and a null embedding (condition dropout).
+        meta = {"image_size": self.samples.size, "controlnet_scale": 1.0,
+                "trained_steps": self.counter.step, "init": self.run.init}  # fmt: skip
+        (folder / BUNDLE_META).write_text(json.dumps(meta, indent=2) + "\n")
 
     @torch.no_grad()
     def _calibrate_vae_scale(self, frames: int = 64) -> None:

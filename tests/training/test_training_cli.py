@@ -23,6 +23,7 @@ def test_anchor_train_body_writes_checkpoints_and_a_bundle(
     for name in ("body/unet", "body/controlnet", "vae", "clip"):
         assert (out / "final" / name / "config.json").is_file(), name
     assert (out / "final" / "null_embedding.safetensors").is_file()
+    _bundle_generates_frames(out / "final")
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-000001",
                                                                "checkpoint-000002"]  # fmt: skip
     # Resuming a finished run does no more steps.
@@ -43,3 +44,18 @@ def test_anchor_bench_train_prints_json(tmp_path: Path, capsys: pytest.CaptureFi
     report = json.loads(capsys.readouterr().out)
     assert report["train_step"]["it_per_s"] > 0
     assert report["train_step"]["batch"] == 4 and report["demo"] is None
+
+
+def _bundle_generates_frames(folder: Path) -> None:
+    import torch
+
+    from model.config import ModelConfig, SamplerConfig
+    from model.offline import generate_frames
+    from model.training.bundle import load_bundle
+
+    sampler = SamplerConfig(steps=1, guidance_scale=3.0, window_size=2, overlap=0)
+    components = load_bundle(folder, ModelConfig(), sampler)
+    assert components.image_size == 64
+    conditions = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    frames = generate_frames(components.denoiser, components.scheduler, conditions, sampler)
+    assert frames.shape == (2, 3, 64, 64) and torch.isfinite(frames).all()
