@@ -98,6 +98,7 @@ def _bench_render(args: argparse.Namespace, config: Any) -> int:
             frame.global_orient[:] = (np.pi, 0.0, 0.0)
             frame.body_pose[:] = generator.normal(0.0, 0.15, 63).astype(np.float32)
             frame.jaw_pose[0] = 0.2
+            frame.expression = generator.normal(0.0, 0.5, 100).astype(np.float32)
             batch.append(frame)
         return batch
 
@@ -115,6 +116,7 @@ def _bench_render(args: argparse.Namespace, config: Any) -> int:
     median = statistics.median(window_s)
     result = {
         "platform": platform,
+        "antialias": config.render.antialias,
         "width": config.render.width,
         "height": config.render.height,
         "window": window,
@@ -126,7 +128,8 @@ def _bench_render(args: argparse.Namespace, config: Any) -> int:
         print(json.dumps(result))
     else:
         print(
-            f"render {result['width']}x{result['height']} ({platform}): "
+            f"render {result['width']}x{result['height']} ({platform}, antialias "
+            f"{'on' if config.render.antialias else 'off'}): "
             f"{result['frames_per_second']} frames/s, {result['window_ms']} ms per "
             f"{window}-frame window (pose -> vertices -> image); smplx "
             f"{result['smplx_ms_per_window']} ms per window"

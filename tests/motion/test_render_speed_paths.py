@@ -136,3 +136,19 @@ def test_render_without_antialiasing_differs_only_on_the_silhouette(
         jump[:, :-1] |= np.abs(np.diff(level, axis=1)) > 30
         edges[frame] = jump
     assert changed[~edges].mean() < 0.002
+
+
+def test_bench_render_reports_json(standin_cache, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from server.cli import main
+
+    overrides = [
+        "--set", f"render.standin_path={standin_cache}",
+        "--set", "render.width=64", "--set", "render.height=64",
+        "--set", "render.antialias=true",
+    ]  # fmt: skip
+    assert main([*overrides, "bench", "render", "--json", "--windows", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["antialias"] is True and (result["width"], result["window"]) == (64, 16)
+    assert result["frames_per_second"] > 0 and result["smplx_ms_per_window"] > 0
