@@ -105,14 +105,27 @@ def resolve_placement(config: ModelConfig) -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
-def _randomize_zero_convs(controlnet: ControlNetModel, std: float = 0.05) -> None:
-    """Tiny stand-ins for trained weights: a fresh ControlNet's zero-initialised output
-    convolutions would make the condition images irrelevant."""
-    modules = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]
-    modules.append(controlnet.controlnet_cond_embedding.conv_out)
-    for module in modules:
-        for parameter in module.parameters():
-            torch.nn.init.normal_(parameter, std=std)
+def _stand_in_controlnet_weights(controlnet: ControlNetModel) -> None:
+    """Tiny stand-ins for trained ControlNet weights.
+
+    A fresh ControlNet's zero-initialised output convolutions would make the condition
+    images irrelevant, and PyTorch's default conv init shrinks the signal through the
+    7-layer conditioning embedding until every silhouette embeds alike. Variance-
+    preserving (He) init keeps the condition visible in the output, as training would.
+    """
+    embedding = controlnet.controlnet_cond_embedding
+    hidden = [embedding.conv_in, *embedding.blocks]
+    for conv in hidden:
+        torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+        torch.nn.init.zeros_(conv.bias)
+    outputs = [
+        embedding.conv_out,
+        *controlnet.controlnet_down_blocks,
+        controlnet.controlnet_mid_block,
+    ]
+    for conv in outputs:
+        torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="linear")
+        torch.nn.init.zeros_(conv.bias)
 
 
 def _clip_tokens(clip: CLIPVisionModel) -> int:
@@ -125,14 +138,14 @@ def _tiny_networks(config: ModelConfig, face: FaceConfig) -> _Networks:
         torch.manual_seed(config.tiny_seed)
         unet = tiny_unet()
         controlnet = tiny_controlnet(unet)
-        _randomize_zero_convs(controlnet)
+        _stand_in_controlnet_weights(controlnet)
         vae = tiny_vae()
         clip = tiny_clip_vision()
         face_unet = face_controlnet = None
         if face.enabled:
             face_unet = tiny_unet(in_channels=9)
             face_controlnet = tiny_controlnet(face_unet, in_channels=4)
-            _randomize_zero_convs(face_controlnet)
+            _stand_in_controlnet_weights(face_controlnet)
     # Tiny models have no text encoder: a zero null embedding stands in for the empty prompt.
     null = torch.zeros(_clip_tokens(clip), int(clip.config.hidden_size))
     scheduler = DDIMFrameScheduler.sd15(1)
