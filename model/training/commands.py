@@ -191,6 +191,11 @@ def _register_train(commands: Any) -> None:
                 default="pretrain",
                 help="finetune: start from stage-1 weights (--init FOLDER)",
             )
+            parser.add_argument(
+                "--keep-background",
+                action="store_true",
+                help="stage 1: train on whole frames even when the data has foreground masks",
+            )
             parser.add_argument("--vae", type=Path, default=None, help="frozen VAE folder")
             parser.add_argument("--clip", type=Path, default=None, help="frozen CLIP folder")
             parser.add_argument(
@@ -216,6 +221,7 @@ def train_config(args: argparse.Namespace, config: AppConfig) -> Any:
         "warmup_steps": args.warmup_steps,
         "condition_dropout": args.condition_dropout,
         "perturbation_probability": args.perturbation_probability,
+        "foreground_only": False if getattr(args, "keep_background", False) else None,
         "mixed_precision": args.mixed_precision,
     }
     values = section.model_dump()

@@ -135,7 +135,11 @@ class Trainer:
             config.seed,
             config.condition_dropout,
             config.perturbation_probability,
-            foreground_only=config.foreground_only and run.stage == "pretrain",
+            # The autoencoder reconstructs whole frames; the diffusion models of stage 1
+            # learn the person only (the paper), when the data carries foreground masks.
+            foreground_only=config.foreground_only
+            and run.stage == "pretrain"
+            and run.kind != "vae",
         )
         self.frozen: FrozenNetworks | None = None
         self.networks: PartNetworks | None = None

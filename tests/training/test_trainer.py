@@ -158,3 +158,18 @@ def test_validation_render_is_written(synth_root: Path, tmp_path: Path) -> None:
 
     with Image.open(tmp_path / "validation" / "step-000001.png") as image:
         assert image.size == (3 * 64, 2 * 64)  # condition | target | sample, two rows
+
+
+def test_stage_one_trains_on_the_foreground_but_the_autoencoder_on_whole_frames(
+    synth_root: Path, tmp_path: Path
+) -> None:
+    data = [synth_root / "train"]
+    masked = TrainingSamples(data, "body", 64, 0, 0.0, 0.0, foreground_only=True)
+    whole = TrainingSamples(data, "body", 64, 0, 0.0, 0.0, foreground_only=False)
+    corner = (slice(None), slice(0, 4), slice(0, 4))  # background in every synthetic frame
+    assert masked[0]["target"][corner].abs().max() == 0
+    assert whole[0]["target"][corner].mean() > 0.2
+    body = Trainer(TrainRun("body", data, tmp_path / "b"), _config(), MODEL)
+    assert body.samples.foreground_only
+    vae = Trainer(TrainRun("vae", data, tmp_path / "v"), _config(), MODEL)
+    assert not vae.samples.foreground_only
