@@ -55,6 +55,7 @@ AMBIENT = 0.3
 Z_NEAR, Z_FAR = 0.05, 100.0
 # (position in OpenGL camera space, intensity); a spot light sits at the camera.
 POINT_LIGHTS = (((1.5, 1.5, 0.0), 6.0), ((-1.5, 0.5, 0.5), 4.0))
+PACK_INVERT_MESA = 0x8758  # GL_MESA_pack_invert: glReadPixels rows top to bottom
 ANTIALIAS_SAMPLES = 4  # multisample count when render.antialias is on (pyrender's own)
 SESSION_DISTANCE = 3.0  # metres from the default camera to the framed body
 JOINT_PELVIS, JOINT_LEFT_HIP, JOINT_RIGHT_HIP, JOINT_NECK = 0, 1, 2, 12
@@ -233,10 +234,11 @@ def _scene_renderer(
 
     pyrender always draws offscreen into a 4x multisample framebuffer, resolves colour
     AND depth into a second one and reads both back. Here the draw framebuffer has
-    ``samples`` samples (0: single-sample), and with ``color_only`` set the readback
-    resolves and reads colour alone, into one reused ``(H, W, 4)`` uint8 buffer
-    (returned flipped, image rows top to bottom). Without ``color_only`` it returns
-    ``(color, depth)`` exactly as pyrender does (subclasses of ``MeshRenderer`` use it).
+    ``samples`` samples (0: single-sample), and with ``target`` set (an ``(H, W, 3)``
+    uint8 image) the readback resolves and reads colour alone, rows top to bottom,
+    straight into it (Mesa's pack-invert; a flipped copy where that is missing). Without
+    ``target`` it returns ``(color, depth)`` exactly as pyrender does (subclasses of
+    ``MeshRenderer`` use it).
     """
     import pyrender
     from OpenGL import GL
@@ -246,8 +248,10 @@ def _scene_renderer(
             super().__init__(width, height)
             self._program_cache = _program_cache(light_counts)
             self.samples = samples
-            self.color_only = False
-            self.readback = np.empty((height, width, 4), dtype=np.uint8)
+            # Set: the colour-only readback writes into this (H, W, 3) uint8 image.
+            self.target: NDArray[np.uint8] | None = None
+            self.readback = np.empty((height, width, 3), dtype=np.uint8)
+            self.pack_invert: bool | None = None  # GL_MESA_pack_invert, known once current
             self._main_fb: int | None = None  # made on first draw (pyrender's protocol)
             self._main_fb_ms: int | None = None
 
@@ -283,7 +287,8 @@ def _scene_renderer(
             return framebuffer
 
         def _read_main_framebuffer(self, scene: Any, flags: int) -> Any:
-            if not self.color_only:
+            target = self.target
+            if target is None:
                 return super()._read_main_framebuffer(scene, flags)
             source = self._main_fb_ms
             if self.samples > 0:
@@ -296,10 +301,21 @@ def _scene_renderer(
                 source = self._main_fb
             GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, source)
             GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
-            GL.glReadPixels(
-                0, 0, width, height, GL.GL_RGBA, GL.GL_UNSIGNED_BYTE, self.readback
-            )  # fmt: skip
-            return self.readback[::-1]
+            if self.pack_invert is None:
+                count = int(GL.glGetIntegerv(GL.GL_NUM_EXTENSIONS))
+                names = {GL.glGetStringi(GL.GL_EXTENSIONS, index) for index in range(count)}
+                self.pack_invert = b"GL_MESA_pack_invert" in names
+            if self.pack_invert:
+                # Mesa returns the rows top to bottom: straight into the caller's image.
+                GL.glPixelStorei(PACK_INVERT_MESA, 1)
+                GL.glReadPixels(0, 0, width, height, GL.GL_RGB, GL.GL_UNSIGNED_BYTE, target)
+                GL.glPixelStorei(PACK_INVERT_MESA, 0)
+            else:
+                GL.glReadPixels(
+                    0, 0, width, height, GL.GL_RGB, GL.GL_UNSIGNED_BYTE, self.readback
+                )  # fmt: skip
+                target[...] = self.readback[::-1]
+            return target
 
     return SceneRenderer()
 
@@ -433,7 +449,6 @@ class MeshRenderer:
         normals = self.vertex_normals(positions) if own_upload else None
         platform, scene_renderer = self._renderer._platform, self._renderer._renderer
         platform.make_current()
-        scene_renderer.color_only = True
         try:
             for index, camera in enumerate(intrinsics):
                 if normals is not None:
@@ -442,11 +457,11 @@ class MeshRenderer:
                     self._upload(positions[index])
                 self._camera.fx, self._camera.fy = camera.fx, camera.fy
                 self._camera.cx, self._camera.cy = camera.cx, camera.cy
-                color = scene_renderer.render(self._scene, pyrender.RenderFlags.OFFSCREEN)
+                scene_renderer.target = images[index]
+                scene_renderer.render(self._scene, pyrender.RenderFlags.OFFSCREEN)
                 self._uploaded = True
-                images[index] = color[..., :3]
         finally:
-            scene_renderer.color_only = False
+            scene_renderer.target = None
             platform.make_uncurrent()
         return images
 

@@ -74,7 +74,9 @@ def _pyrender_reference(
         renderer._upload(np.ascontiguousarray(vertices * np.array([1.0, -1.0, -1.0], np.float32)))
         renderer._camera.fx, renderer._camera.fy = camera.fx, camera.fy
         renderer._camera.cx, renderer._camera.cy = camera.cx, camera.cy
-        color, _ = offscreen.render(renderer._scene)
+        # pyrender's framebuffer path (the one its OffscreenRenderer takes with EGL).
+        offscreen._platform.make_current()
+        color, _ = offscreen._renderer.render(renderer._scene, pyrender.RenderFlags.OFFSCREEN)
         return np.array(color[..., :3])
     finally:
         renderer.close()
@@ -152,3 +154,17 @@ def test_bench_render_reports_json(standin_cache, capsys) -> None:  # type: igno
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["antialias"] is True and (result["width"], result["window"]) == (64, 16)
     assert result["frames_per_second"] > 0 and result["smplx_ms_per_window"] > 0
+
+
+def test_readback_without_pack_invert_gives_the_same_image(
+    render_config: RenderConfig, body_model
+) -> None:  # type: ignore[no-untyped-def]
+    vertices, camera = _posed_window(render_config, body_model)
+    renderer = MeshRenderer(body_model.faces, body_model.vertex_count, render_config)
+    try:
+        direct = renderer.render(vertices, [camera, camera])
+        assert renderer._renderer._renderer.pack_invert  # Mesa (llvmpipe) has it
+        renderer._renderer._renderer.pack_invert = False
+        np.testing.assert_array_equal(renderer.render(vertices, [camera, camera]), direct)
+    finally:
+        renderer.close()
