@@ -15,16 +15,20 @@ the one place that does it, and every pyrender import here goes through it.
 
 Speed (pose -> vertices -> image, 16-frame windows, 512x512, llvmpipe on the 2-core
 machine under a load average of 5-7; variants compared interleaved in one process,
-medians). pyrender's own path ran at 7-8 frames/s. Rasterising and shading inside
-llvmpipe is nearly all of a frame; reading the pixels back is under 1 ms.
+medians). Before this tuning: 8.9-11.9 frames/s; now 21.7-27.9 with antialiasing and
+49.6-63.0 without (the default). Rasterising and shading inside llvmpipe is nearly all
+of a frame now.
 - Mesh shader with the light counts as compile-time constants (pyrender loops over
   uniform counts): same pixels, 2x faster (8.0 -> 15.3 frames/s with antialiasing,
   15.9 -> 25.8 without).
 - ``render.antialias`` off: 4x multisampling costs 2.3x the rasterisation plus a 7 ms
   resolve per frame (25.5 vs 52.2 frames/s); without it 1.4% of the pixels differ, all
-  on the silhouette (mean 0.23 levels over the image).
-- Colour-only readback into a reused buffer (pyrender also resolves, reads and
-  linearises depth): not measurable through the noise.
+  on the silhouette (mean 0.23 levels over the image). With it on, the images equal
+  pyrender's own framebuffer path pixel for pixel (tested). (pyrender's OSMesa path
+  never antialiased: it reads the default framebuffer; here both platforms agree.)
+- Colour-only readback (pyrender also resolves, reads and linearises depth): not
+  measurable through the noise. RGB rows read top to bottom straight into the
+  window's array (GL_MESA_pack_invert) instead of a flipped RGBA copy: 2.4 ms a frame.
 - Body model 218 -> 23 ms per window (see ``model.body``); vertex normals for the
   whole window in one pass, about 0.7 ms per frame less.
 - No effect measurable through the load: ``LP_NUM_THREADS`` 1, 2 or 4. OSMesa gives the
