@@ -49,13 +49,13 @@ def test_exact_schedules_and_same_frame_noise_equal_offline(
 
 @pytest.mark.parametrize("mode", ["exact", "low"])
 def test_model_evaluations_per_frame_equal_offline(components: Components, mode: str) -> None:
-    images = condition_images(40, seed=4)
+    images = condition_images(26, seed=4)
     evaluations = {}
     for run_mode in ("offline", mode):
         config = sampler_config(run_mode, window_size=8, overlap=2)
         sampler = WindowSampler(components.denoiser, components.scheduler, config)
         committed = run_stream(sampler, condition_frames(images))
-        assert len(committed) == 40
+        assert len(committed) == 26
         evaluations[run_mode] = (
             sampler.stats.frame_evaluations / len(committed),
             sampler.stats.window_evaluations,
@@ -64,7 +64,7 @@ def test_model_evaluations_per_frame_equal_offline(components: Components, mode:
 
 
 def test_stream_batch_equals_unbatched(components: Components) -> None:
-    images = condition_images(60, seed=5)
+    images = condition_images(40, seed=5)
     results = {}
     batch_sizes = {}
     for max_batch in (1, 8):
@@ -81,7 +81,7 @@ def test_latency_matches_the_bound(components: Components, schedule: str) -> Non
     config = sampler_config("exact", window_size=8, overlap=2)
     sampler = WindowSampler(components.denoiser, components.scheduler, config, schedule)  # type: ignore[arg-type]
     worst = 0
-    for received, frame in enumerate(condition_frames(condition_images(70, seed=6))):
+    for received, frame in enumerate(condition_frames(condition_images(40, seed=6))):
         for committed in sampler.push([frame]):
             worst = max(worst, received - committed.position)
     assert worst == latency_frames(config, schedule)  # type: ignore[arg-type]

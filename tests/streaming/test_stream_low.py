@@ -58,7 +58,7 @@ def test_low_mode_commits_within_one_window(components: Components) -> None:
     config = sampler_config("low", window_size=8, overlap=2)
     sampler = WindowSampler(components.denoiser, components.scheduler, config)
     worst = 0
-    for received, frame in enumerate(condition_frames(condition_images(40, seed=9))):
+    for received, frame in enumerate(condition_frames(condition_images(24, seed=9))):
         for committed in sampler.push([frame]):
             worst = max(worst, received - committed.position)
     assert worst == config.window_size - 1 == sampler.latency_frames
