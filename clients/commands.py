@@ -1,0 +1,62 @@
+"""``anchor send``, ``anchor view``, ``anchor bot`` and ``anchor bench audio2motion``.
+
+No torch (and no aiortc) at import time: the handlers import what they need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from server.config import AppConfig
+
+
+def register(commands: Any, bench: Any) -> None:
+    send = commands.add_parser(
+        "send", help="replay a motion file (or JSON-lines frames on stdin) to a session"
+    )
+    send.add_argument("motion", help="TalkSHOW .npy, EMAGE .npz, SHOW .pkl, anchor .npz, or -")
+    send.add_argument("--url", required=True, help="ws://HOST:PORT/sessions/ID/motion")
+    send.add_argument("--token", required=True, help="producer token (anchor token)")
+    send.add_argument("--fps", type=float, default=30.0, help="0 = as fast as credits allow")
+    send.add_argument("--loop", action="store_true", help="replay the file forever")
+    send.add_argument("--start-at", type=int, default=0, metavar="SEQ")
+    send.add_argument("--audio", default=None, metavar="WAV", help="audio to play with it")
+    send.add_argument("--identity", default="default")
+    send.add_argument("--retries", type=int, default=10, help="reconnect attempts in a row")
+    send.set_defaults(handler=_send)
+
+
+def _send(args: argparse.Namespace, config: AppConfig) -> int:
+    from clients.producer import with_token
+    from clients.sender import send_command
+
+    report = asyncio.run(
+        send_command(
+            args.motion,
+            with_token(args.url, args.token),
+            args.fps,
+            args.loop,
+            args.start_at,
+            args.audio,
+            config.server.audio_sample_rate,
+            args.identity,
+            args.retries,
+            # Two messages per frame with audio: stay at 3/4 of the server's rate limit.
+            0.75 * config.server.rate_limit_per_s,
+            sys.stdin,
+        )
+    )
+    ended = report.runs[-1] if report.runs else {}
+    summary = {
+        "sent": report.sent,
+        "accepted": len(report.accepted),
+        "resent": report.resent,
+        "connections": report.connections,
+        "recording": ended.get("recording"),
+    }
+    print(json.dumps(summary))
+    return 0
