@@ -9,11 +9,11 @@ mask 1 = keep), inverse warp and feathered blend (``model.face_geometry``). Pixe
 the warped blend mask is zero are returned bit for bit.
 
 - default, per frame (the paper): ``FaceEnhancer.enhance`` on each batch of crops;
-- ``face_temporal``: the crops go through a ``WindowSampler`` (mode exact) over the
-  face model, so the frames of a window attend to each other (all-frame attention) and
-  overlapping windows are averaged, which keeps the face from flickering frame to frame.
-  This keeps a window of crops in flight: frames come out once their windows are done
-  (``flush`` at the end of a clip).
+- ``face_temporal``: the crops go through a ``WindowSampler`` over the face model (the
+  body's ws/os; mode low when the body runs low, else exact), so the frames of a window
+  attend to each other (all-frame attention) and overlapping windows are averaged,
+  which keeps the face from flickering frame to frame. Crops stay in flight until their
+  windows are done (``flush`` at the end of a clip), adding that mode's latency.
 """
 
 from __future__ import annotations
@@ -210,10 +210,12 @@ class FaceStage:
         self._waiting: list[CommittedFrame] = []
         self._enhanced: set[int] = set()
         if config.face_temporal:
-            # The face model's own schedule, fixed noise for every frame (official).
-            settings = (window or SamplerConfig()).model_copy(
+            # The face model's own schedule, fixed noise for every frame (official); the
+            # body's streaming mode (low: one window of latency), exact for offline.
+            base = window or SamplerConfig(mode="exact")
+            settings = base.model_copy(
                 update={
-                    "mode": "exact",
+                    "mode": "low" if base.mode == "low" else "exact",
                     "steps": len(enhancer.scheduler.timesteps),
                     "same_frame_noise": True,
                     "seed": config.seed,

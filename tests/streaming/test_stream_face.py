@@ -102,11 +102,14 @@ def test_temporal_face_with_one_frame_windows_equals_per_frame(components: Compo
         assert (got.image - expected.image).abs().max().item() <= 1e-4  # type: ignore[operator]
 
 
-def test_temporal_face_windows_release_every_frame_once_in_order(components: Components) -> None:
+@pytest.mark.parametrize("mode", ["exact", "low"])
+def test_temporal_face_windows_release_every_frame_once_in_order(
+    components: Components, mode: str
+) -> None:
     assert components.face is not None
     frames = face_frames(9, with_face=[True] * 4 + [False] + [True] * 4)
     before = [frame.image.clone() for frame in frames]  # type: ignore[union-attr]
-    window = SamplerConfig(window_size=4, overlap=1)
+    window = SamplerConfig(mode=mode, window_size=4, overlap=1)  # type: ignore[arg-type]
     stage = FaceStage(components.face, FaceConfig(size=FACE, steps=2, face_temporal=True), window)
     out = []
     for start in range(0, 9, 2):
