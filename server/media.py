@@ -134,7 +134,9 @@ class LatestFrameVideoTrack(MediaStreamTrack):
         pts = max(pts, self.last_pts + 1)
         self.last_pts = pts
         image = self.current.image if self.current is not None else self._blank
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        # yuv420p here, once: MediaRelay hands this same frame object to every viewer's
+        # encoder thread, and concurrent reformat() calls on one frame hang in libav.
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
         frame.pts = pts
         frame.time_base = VIDEO_TIME_BASE
         return frame

@@ -151,6 +151,15 @@ class Session:
         identity = self.identity_config(identity_name)
         sink = _LoopSink(self)
         pipeline = self.factory.create(self.id, identity, sink)
+        limit = self.config.server.max_in_flight or (
+            pipeline.latency_frames + round(self.config.render.fps)
+        )
+        if limit <= pipeline.latency_frames:
+            pipeline.close()
+            raise AnchorError(
+                f"server.max_in_flight ({limit}) must exceed the sampler's latency "
+                f"({pipeline.latency_frames} frames), or no frame could ever be committed"
+            )
         recorder = None
         recordings = self.config.server.recordings_dir
         self.runs_started += 1
@@ -165,9 +174,6 @@ class Session:
                 on_failed=lambda err: self.loop.call_soon_threadsafe(self._fail, err),
             )
             recorder.start()
-        limit = self.config.server.max_in_flight or (
-            pipeline.latency_frames + round(self.config.render.fps)
-        )
         self.run = SessionRun(pipeline, recorder, limit)
         sink.run = self.run
         log.info("session %s: run started (identity %s, credits %d)", self.id, identity_name, limit)

@@ -1,0 +1,74 @@
+"""``anchor serve``, ``anchor demo``, ``anchor token`` and ``anchor bench e2e``.
+
+No torch at import time: the handlers import what they need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from server.config import AppConfig
+
+
+def register(commands: Any, bench: Any) -> None:
+    serve = commands.add_parser("serve", help="run the avatar server (see --config)")
+    serve.set_defaults(handler=_serve)
+
+    demo = commands.add_parser(
+        "demo", help="server with embedded defaults and a looping demo producer"
+    )
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8765)
+    demo.set_defaults(handler=_demo)
+
+    token = commands.add_parser("token", help="mint a session token (server.token_secret)")
+    token.add_argument("--session", required=True)
+    token.add_argument("--role", required=True, choices=("producer", "viewer"))
+    token.add_argument("--ttl", type=float, default=None, help="seconds (server.token_ttl_s)")
+    token.set_defaults(handler=_token)
+
+    e2e = bench.add_parser("e2e", help="glass-to-glass latency, delivered fps, server RSS")
+    e2e.add_argument("--json", action="store_true")
+    e2e.add_argument("--frames", type=int, default=90, help="frames per measurement")
+    e2e.add_argument("--viewers", default="1,4", help="viewer counts to measure")
+    e2e.set_defaults(handler=_bench_e2e)
+
+
+def _serve(args: argparse.Namespace, config: AppConfig) -> int:
+    from server.app import serve_until_signal
+
+    return asyncio.run(serve_until_signal(config))
+
+
+def _demo(args: argparse.Namespace, config: AppConfig) -> int:
+    from server.demo import demo_config, run_demo
+
+    return asyncio.run(run_demo(demo_config(config, args.host, args.port)))
+
+
+def _token(args: argparse.Namespace, config: AppConfig) -> int:
+    from server.tokens import mint_token
+
+    ttl = args.ttl if args.ttl is not None else config.server.token_ttl_s
+    print(mint_token(config.server.token_secret, args.session, args.role, ttl))
+    return 0
+
+
+def _bench_e2e(args: argparse.Namespace, config: AppConfig) -> int:
+    from server.bench_e2e import run_bench
+
+    counts = [int(part) for part in args.viewers.split(",") if part]
+    results = asyncio.run(run_bench(config, counts, args.frames))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for row in results["runs"]:
+            print(
+                f"{row['viewers']} viewer(s): glass-to-glass median {row['latency_ms_median']} ms "
+                f"(p90 {row['latency_ms_p90']}), delivered {row['delivered_fps']} fps "
+                f"(distinct frames {row['distinct_fps']}), server RSS {row['server_rss_mb']} MB"
+            )
+    return 0
