@@ -159,6 +159,6 @@ def format_report(report: dict[str, Any]) -> str:
         f"stream-batch speedup (exact, max_batch vs 1): {report['stream_batch_speedup']:.2f}x",
         f"exact vs offline max abs latent diff: {report['exact_max_abs_diff_vs_offline']:.2e}",
         f"low vs offline mean abs latent diff (relative): "
-        f"{report['low_mean_abs_diff_vs_offline_relative']:.3f}",
+        f"{report['low_mean_abs_diff_vs_offline_relative']:.2e}",
     ]
     return "\n".join(lines)
