@@ -29,6 +29,13 @@ def register(commands: Any, bench: Any) -> None:
     send.add_argument("--retries", type=int, default=10, help="reconnect attempts in a row")
     send.set_defaults(handler=_send)
 
+    view = commands.add_parser("view", help="headless WebRTC viewer that records what it receives")
+    view.add_argument("url", help="viewer page http://HOST:PORT/sessions/ID or its ws:// .../view")
+    view.add_argument("--token", required=True, help="viewer token (anchor token)")
+    view.add_argument("--record", default=None, metavar="OUT.mp4")
+    view.add_argument("--seconds", type=float, default=None, help="stop after S seconds")
+    view.set_defaults(handler=_view)
+
 
 def _send(args: argparse.Namespace, config: AppConfig) -> int:
     from clients.producer import with_token
@@ -59,4 +66,17 @@ def _send(args: argparse.Namespace, config: AppConfig) -> int:
         "recording": ended.get("recording"),
     }
     print(json.dumps(summary))
+    return 0
+
+
+def _view(args: argparse.Namespace, config: AppConfig) -> int:
+    from pathlib import Path
+
+    from clients.producer import with_token
+    from clients.viewer import view_command, view_url
+
+    record = Path(args.record) if args.record else None
+    url = with_token(view_url(args.url), args.token)
+    stats = asyncio.run(view_command(url, record, args.seconds, config.render.fps))
+    print(json.dumps({**stats, "recording": str(record) if record else None}))
     return 0
