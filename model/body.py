@@ -14,7 +14,9 @@ few non-zero weights; ``R v + t`` as element-wise ops instead of 3x3 batched mat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,9 @@ from model.motion.frame import BodyModelSettings, MotionFrame
 
 # Intra-op threads for the forward. With 2 threads, every small op waits for the
 # second OpenMP thread; on this 2-core machine under load (renderer, model worker,
-# other jobs) that made a 16-frame window 4-5x slower (232 vs 48 ms, same process).
+# other jobs) that made a 16-frame window 4-11x slower (232 vs 48 ms; 688 vs 62 ms at
+# a load average of 8.5; one frame 81 vs 1.6 ms), same process. torch's setting is
+# process-wide: while any forward runs, the whole process uses this many threads.
 BODY_THREADS = 1
 # Vertices following more joints than this are blended with the dense (V, 55) product.
 DENSE_SKINNING_WIDTH = 8
@@ -154,12 +158,8 @@ class BodyModel:
 
         Runs on one intra-op thread (``BODY_THREADS``): see the module docstring.
         """
-        previous = torch.get_num_threads()
-        torch.set_num_threads(BODY_THREADS)
-        try:
+        with _INTRA_OP_THREADS.limited(BODY_THREADS):
             return self._forward(params)
-        finally:
-            torch.set_num_threads(previous)
 
     def _forward(self, params: dict[str, torch.Tensor]) -> BodyOutput:
         from smplx.lbs import batch_rigid_transform, batch_rodrigues
@@ -214,6 +214,37 @@ class BodyModel:
             joints=(posed_joints + offset).numpy(),
             landmarks=(landmarks + offset).numpy(),
         )
+
+
+class _IntraOpThreads:
+    """Lowers torch's (process-wide) intra-op thread count while any caller is inside.
+
+    Render threads run forwards concurrently: the first one in saves the count, the
+    last one out restores it, so overlapping callers never leave it lowered.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._saved = 0
+
+    @contextmanager
+    def limited(self, count: int) -> Iterator[None]:
+        with self._lock:
+            if self._inside == 0:
+                self._saved = torch.get_num_threads()
+                torch.set_num_threads(count)
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._inside -= 1
+                if self._inside == 0:
+                    torch.set_num_threads(self._saved)
+
+
+_INTRA_OP_THREADS = _IntraOpThreads()
 
 
 def _flat_directions(directions: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,26 @@ def test_forward_restores_the_callers_thread_count(body_model) -> None:  # type:
         torch.set_num_threads(previous)
 
 
+def test_overlapping_forwards_restore_the_thread_count() -> None:
+    """Two render threads' forwards overlap: A enters, B enters, A leaves, B leaves."""
+    from model.body import _IntraOpThreads
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        limiter = _IntraOpThreads()
+        first, second = limiter.limited(1), limiter.limited(1)
+        first.__enter__()
+        second.__enter__()
+        assert torch.get_num_threads() == 1
+        first.__exit__(None, None, None)
+        assert torch.get_num_threads() == 1  # the second forward is still running
+        second.__exit__(None, None, None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_sparse_skinning_equals_the_dense_product() -> None:
     from model.body import DENSE_SKINNING_WIDTH, _SparseWeights
 
