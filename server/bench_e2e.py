@@ -72,10 +72,9 @@ def start_server(config: AppConfig, log_path: Path) -> Any:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}; see {log_path}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2.0) as response:
-                if response.status == 200:
-                    return process
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2.0) as response:
+            if response.status == 200:
+                return process
         time.sleep(0.2)
     process.kill()
     raise RuntimeError(f"server did not answer {url}; see {log_path}")

@@ -96,15 +96,14 @@ async def replay_forever(url: str, fps: float) -> None:
 
 async def run_demo(config: AppConfig) -> int:
     """Serve with the demo producer until SIGINT/SIGTERM."""
-    from server.app import serve_until_signal
+    from server.app import AnchorServer, serve_until_signal
     from server.tokens import mint_token
 
     tasks: list[asyncio.Task[None]] = []
 
-    def announce(server: object) -> None:
+    def announce(server: AnchorServer) -> None:
         secret, ttl = config.server.token_secret, config.server.token_ttl_s
-        port = getattr(server, "port")
-        base = f"{getattr(server, 'scheme')}://{config.server.host}:{port}"
+        base = f"{server.scheme}://{config.server.host}:{server.port}"
         viewer = mint_token(secret, DEMO_SESSION, "viewer", ttl)
         producer = mint_token(secret, DEMO_SESSION, "producer", ttl)
         ws = base.replace("http", "ws", 1)

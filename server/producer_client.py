@@ -87,27 +87,27 @@ class MotionProducer:
         async with self._changed:
             self._changed.notify_all()
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], limit_s: float) -> None:
         """Wait until ``predicate()`` holds (checked after every server message)."""
         async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
+            await asyncio.wait_for(self._changed.wait_for(predicate), limit_s)
 
     async def send_raw(self, message: str | bytes) -> None:
         assert self.connection is not None
         await self.connection.send(message)
 
-    async def start(self, identity: str = "default", timeout: float = 120.0) -> None:
+    async def start(self, identity: str = "default", limit_s: float = 120.0) -> None:
         self.started = None
         await self.send_raw(json.dumps({"type": "start", "identity": identity}))
-        await self.wait_for(lambda: self.started is not None or bool(self.errors), timeout)
+        await self.wait_for(lambda: self.started is not None or bool(self.errors), limit_s)
         if self.started is None:
             raise ProducerError(f"start refused: {self.errors[-1]}")
 
     async def send_frame(
-        self, frame: MotionFrame, binary: bool = True, timeout: float = 300.0
+        self, frame: MotionFrame, binary: bool = True, limit_s: float = 300.0
     ) -> None:
         """Send one frame once a credit is available."""
-        await self.wait_for(lambda: self.in_flight < self.credit_limit, timeout)
+        await self.wait_for(lambda: self.in_flight < self.credit_limit, limit_s)
         self.in_flight += 1
         self.sent_at[frame.seq] = time.monotonic()
         if binary:
@@ -130,9 +130,9 @@ class MotionProducer:
             count += 1
         return count
 
-    async def end(self, timeout: float = 300.0) -> dict[str, Any]:
+    async def end(self, limit_s: float = 300.0) -> dict[str, Any]:
         self.ended = None
         await self.send_raw(json.dumps({"type": "end"}))
-        await self.wait_for(lambda: self.ended is not None, timeout)
+        await self.wait_for(lambda: self.ended is not None, limit_s)
         assert self.ended is not None
         return self.ended

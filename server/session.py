@@ -170,14 +170,17 @@ class Session:
                 base,
                 self.config.render.fps,
                 self.config.server.audio_sample_rate,
-                on_written=lambda seq: self.loop.call_soon_threadsafe(self._release, seq),
-                on_failed=lambda err: self.loop.call_soon_threadsafe(self._fail, err),
+                on_written=lambda seq: self._call_soon(self._release, seq),
+                on_failed=lambda err: self._call_soon(self._fail, err),
             )
             recorder.start()
         self.run = SessionRun(pipeline, recorder, limit)
         sink.run = self.run
         log.info("session %s: run started (identity %s, credits %d)", self.id, identity_name, limit)
         return self.run
+
+    def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        self.loop.call_soon_threadsafe(callback, *args)
 
     def accept_frame(self, motion: Any) -> int:
         """Admit a validated motion frame; returns the credits left. Raises AnchorError."""

@@ -39,7 +39,7 @@ class ViewerProbe:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _frame_event: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def connect(self, timeout: float = 60.0) -> None:
+    async def connect(self, limit_s: float = 60.0) -> None:
         enable_loopback_candidates()
         self.peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.peer.addTransceiver("video", direction="recvonly")
@@ -50,7 +50,7 @@ class ViewerProbe:
         await self.peer.setLocalDescription(await self.peer.createOffer())
         offer = {"type": "offer", "sdp": self.peer.localDescription.sdp}
         await self._socket.send(json.dumps(offer))
-        answer = await asyncio.wait_for(self._wait_answer(), timeout)
+        answer = await asyncio.wait_for(self._wait_answer(), limit_s)
         await self.peer.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
         self._tasks.append(asyncio.create_task(self._read_messages(), name="viewer-messages"))
 
@@ -87,7 +87,7 @@ class ViewerProbe:
                 await track.recv()
                 self.audio_frames += 1
 
-    async def wait_frames(self, count: int, timeout: float) -> None:
+    async def wait_frames(self, count: int, limit_s: float) -> None:
         """Wait until at least ``count`` frames were decoded."""
 
         async def enough() -> None:
@@ -95,9 +95,9 @@ class ViewerProbe:
                 self._frame_event.clear()
                 await self._frame_event.wait()
 
-        await asyncio.wait_for(enough(), timeout)
+        await asyncio.wait_for(enough(), limit_s)
 
-    async def wait_seq(self, seq: int, timeout: float) -> None:
+    async def wait_seq(self, seq: int, limit_s: float) -> None:
         """Wait until a frame stamped with ``seq`` (or later) was decoded."""
 
         async def seen() -> None:
@@ -105,7 +105,7 @@ class ViewerProbe:
                 self._frame_event.clear()
                 await self._frame_event.wait()
 
-        await asyncio.wait_for(seen(), timeout)
+        await asyncio.wait_for(seen(), limit_s)
 
     async def close(self) -> None:
         if self._socket is not None:

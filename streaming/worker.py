@@ -347,7 +347,6 @@ class WorkerSession:
         if not committed:
             return
         images = _decode(self._components, committed)
-        images = _enhance_faces(self._components, committed, images, self._meta)
         model_seconds = time.monotonic() - started
         outputs = []
         for frame, image in zip(committed, images, strict=True):
@@ -381,24 +380,15 @@ def _decode(components: Any, committed: list[CommittedFrame]) -> list[np.ndarray
     ]
 
 
-def _enhance_faces(
-    components: Any,
-    committed: list[CommittedFrame],
-    images: list[np.ndarray],
-    meta: dict[int, RenderedFrame],
-) -> list[np.ndarray]:
-    """Face SGDM on the committed frames when the face stage is enabled."""
-    if components.face is None:
-        return images
-    from streaming.face_stage import enhance_committed
-
-    return enhance_committed(components, committed, images, meta)
-
-
 class WorkerPipelineFactory:
     """PipelineFactory over one shared ModelWorker."""
 
     def __init__(self, config: AppConfig) -> None:
+        if config.face.enabled:
+            raise AnchorError(
+                "face.enabled: the live pipeline does not run the face stage yet; "
+                "set face.enabled = false to serve"
+            )
         self.config = config
         self.worker = ModelWorker(config)
         self._renderer_factory = lambda: ConditionRenderer(config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import urllib.request
 from pathlib import Path
@@ -77,7 +78,7 @@ def test_stream_view_record_and_metrics(config: AppConfig) -> None:
     assert (ended["accepted"], ended["committed"]) == (FRAMES, FRAMES)
     for frames in (results["first"], results["second"]):
         pts = [frame.pts for frame in frames]
-        assert all(later > earlier for earlier, later in zip(pts, pts[1:], strict=False))
+        assert all(later > earlier for earlier, later in itertools.pairwise(pts))
         seqs = [frame.seq for frame in frames if frame.seq is not None]
         assert seqs == sorted(seqs) and seqs[-1] == FRAMES - 1
     # the recording holds every committed frame exactly once, in order, with its motion
