@@ -36,6 +36,15 @@ def register(commands: Any, bench: Any) -> None:
     view.add_argument("--seconds", type=float, default=None, help="stop after S seconds")
     view.set_defaults(handler=_view)
 
+    bot = commands.add_parser("bot", help="speech in (WAV, WebRTC peer, WebSocket PCM) -> avatar")
+    bot.add_argument("--url", required=True, help="ws://HOST:PORT/sessions/ID/motion")
+    bot.add_argument("--token", required=True, help="producer token (anchor token)")
+    bot.add_argument("--audio", required=True, metavar="SOURCE", help="a WAV file, webrtc or ws")
+    bot.add_argument("--listen", default="127.0.0.1:8770", help="HOST:PORT for webrtc/ws sources")
+    bot.add_argument("--identity", default="default")
+    bot.add_argument("--seed", type=int, default=0, help="built-in generator seed")
+    bot.set_defaults(handler=_bot)
+
 
 def _send(args: argparse.Namespace, config: AppConfig) -> int:
     from clients.producer import with_token
@@ -79,4 +88,30 @@ def _view(args: argparse.Namespace, config: AppConfig) -> int:
     url = with_token(view_url(args.url), args.token)
     stats = asyncio.run(view_command(url, record, args.seconds, config.render.fps))
     print(json.dumps({**stats, "recording": str(record) if record else None}))
+    return 0
+
+
+def _bot(args: argparse.Namespace, config: AppConfig) -> int:
+    from clients.bot import AnchorBot
+    from clients.bot_sources import WavSource, WebRtcSource, WebSocketPcmSource
+    from clients.producer import with_token
+    from model.audio2motion import BuiltinAudioToMotion
+    from model.errors import AnchorError
+
+    if config.server.audio_sample_rate != 16000:
+        raise AnchorError("anchor bot sends 16 kHz speech: server.audio_sample_rate must be 16000")
+    host, _, port = args.listen.rpartition(":")
+    source: Any
+    if args.audio == "ws":
+        source = WebSocketPcmSource(host, int(port))
+    elif args.audio == "webrtc":
+        source = WebRtcSource(host, int(port))
+    else:
+        source = WavSource(args.audio)
+    generator = BuiltinAudioToMotion(seed=args.seed, fps=config.render.fps)
+    bot = AnchorBot(with_token(args.url, args.token), generator, config.render.fps, args.identity)
+    stats = asyncio.run(bot.run(source))
+    ended = stats.ended or {}
+    summary = {"frames": len(stats.frames), "clears": stats.clears, **ended}
+    print(json.dumps(summary))
     return 0
