@@ -52,10 +52,10 @@ def make_bot(server: Any) -> AnchorBot:
 def audio_levels(path: Path, frames: int) -> np.ndarray:
     """(frames,) RMS of the recorded audio over [k / 30, (k + 1) / 30) on the file's timeline."""
     samples: list[np.ndarray] = []
-    start = None
+    start: float | None = None
     with av.open(str(path)) as container:
         for frame in container.decode(audio=0):
-            if start is None:
+            if start is None and frame.pts is not None and frame.time_base is not None:
                 start = float(frame.pts * frame.time_base)
             samples.append(frame.to_ndarray().reshape(-1))
     audio = np.concatenate(samples).astype(np.float64)[AAC_PRIMING:]
@@ -117,7 +117,7 @@ def test_clear_returns_to_idle_within_one_window(tmp_path: Path) -> None:
         bot = make_bot(server)
         source = WebSocketPcmSource("127.0.0.1", 0)
         talking = asyncio.Event()
-        bot.on_frame = lambda sent: sent.jaw > 0.05 and talking.set()
+        bot.on_frame = lambda sent: talking.set() if sent.jaw > 0.05 else None
         task = asyncio.create_task(bot.run(source))
         await asyncio.wait_for(source.listening.wait(), 30)
         async with connect(f"ws://127.0.0.1:{source.port}/", compression=None) as agent:
@@ -197,7 +197,7 @@ def test_bot_answers_a_webrtc_peer_and_speaks_its_audio(tmp_path: Path) -> None:
         bot = make_bot(server)
         source = WebRtcSource("127.0.0.1", 0)
         talking = asyncio.Event()
-        bot.on_frame = lambda sent: sent.jaw > 0.05 and talking.set()
+        bot.on_frame = lambda sent: talking.set() if sent.jaw > 0.05 else None
         task = asyncio.create_task(bot.run(source))
         await asyncio.wait_for(source.listening.wait(), 30)
         enable_loopback_candidates()
