@@ -49,6 +49,16 @@ def make_bot(server: Any) -> AnchorBot:
     return AnchorBot(with_token(url, token), BuiltinAudioToMotion(seed=0), tail_seconds=0.3)
 
 
+def set_when_talking(event: asyncio.Event) -> Any:
+    """A bot ``on_frame`` callback that sets ``event`` once the jaw opens."""
+
+    def check(sent: Any) -> None:
+        if sent.jaw > 0.05:
+            event.set()
+
+    return check
+
+
 def audio_levels(path: Path, frames: int) -> np.ndarray:
     """(frames,) RMS of the recorded audio over [k / 30, (k + 1) / 30) on the file's timeline."""
     samples: list[np.ndarray] = []
@@ -117,7 +127,7 @@ def test_clear_returns_to_idle_within_one_window(tmp_path: Path) -> None:
         bot = make_bot(server)
         source = WebSocketPcmSource("127.0.0.1", 0)
         talking = asyncio.Event()
-        bot.on_frame = lambda sent: talking.set() if sent.jaw > 0.05 else None
+        bot.on_frame = set_when_talking(talking)
         task = asyncio.create_task(bot.run(source))
         await asyncio.wait_for(source.listening.wait(), 30)
         async with connect(f"ws://127.0.0.1:{source.port}/", compression=None) as agent:
@@ -125,9 +135,12 @@ def test_clear_returns_to_idle_within_one_window(tmp_path: Path) -> None:
             await asyncio.wait_for(talking.wait(), 60)
             await agent.send(json.dumps({"type": "clear"}))
             enough = asyncio.Event()
-            bot.on_frame = lambda sent: (
-                sum(frame.after_clear for frame in bot.stats.frames) >= 2 * window and enough.set()
-            )
+
+            def count_after_clear(sent: Any) -> None:
+                if sum(frame.after_clear for frame in bot.stats.frames) >= 2 * window:
+                    enough.set()
+
+            bot.on_frame = count_after_clear
             await asyncio.wait_for(enough.wait(), 60)
             await agent.send(json.dumps({"type": "end"}))
         results["stats"] = await asyncio.wait_for(task, 120)
@@ -197,7 +210,7 @@ def test_bot_answers_a_webrtc_peer_and_speaks_its_audio(tmp_path: Path) -> None:
         bot = make_bot(server)
         source = WebRtcSource("127.0.0.1", 0)
         talking = asyncio.Event()
-        bot.on_frame = lambda sent: talking.set() if sent.jaw > 0.05 else None
+        bot.on_frame = set_when_talking(talking)
         task = asyncio.create_task(bot.run(source))
         await asyncio.wait_for(source.listening.wait(), 30)
         enable_loopback_candidates()
