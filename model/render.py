@@ -27,16 +27,18 @@ measured against the step before.
 - ``render.antialias`` off: 4x multisampling costs 2.3x the rasterisation plus a 7 ms
   resolve per frame (25.5 vs 52.2 frames/s); without it 1.4% of the pixels differ, all
   on the silhouette (mean 0.23 levels over the image). With it on, the images equal
-  pyrender's own framebuffer path pixel for pixel (tested). (pyrender's OSMesa path
-  never antialiased: it reads the default framebuffer; here both platforms agree.)
+  pyrender's own framebuffer path (tested pixel for pixel on a posed window; see the
+  constants above for the rare one-level pixel). pyrender's OSMesa path never
+  antialiased (it reads the default framebuffer); here both platforms agree.
 - Colour-only readback (pyrender also resolves, reads and linearises depth): not
   measurable through the noise. RGB rows read top to bottom straight into the
   window's array (GL_MESA_pack_invert) instead of a flipped RGBA copy: 2.4 ms a frame.
 - Body model 218 -> 23 ms per window (see ``model.body``); vertex normals for the
   whole window in one pass, about 0.7 ms per frame less.
 - No effect measurable through the load: ``LP_NUM_THREADS`` 1, 2 or 4. OSMesa gives the
-  same pixels as EGL, about 20% slower (31 vs 37 frames/s). Shadows are already off
-  (no shadow flags); fewer lights would change the look.
+  same pixels as EGL, about 20% slower (31 vs 37 frames/s). ``GALLIUM_DRIVER=softpipe``:
+  1.7 frames/s (OSMesa; EGL cannot create its context). Shadows are already off (no
+  shadow flags); fewer lights would change the look.
 """
 
 from __future__ import annotations
