@@ -12,14 +12,12 @@ Windows of equal length are batched into one ``predict`` call, at most
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
-from typing import Protocol
 
 import torch
 
-from model.config import SamplerConfig, SamplerMode
+from model.config import SamplerConfig
 from model.denoiser import FrameScheduler, WindowDenoiser
 from model.errors import AnchorError
 from model.noise import frame_noise
@@ -28,23 +26,6 @@ from model.windows import official_windows
 log = logging.getLogger("anchor.model.offline")
 
 ProgressCallback = Callable[[int, int], None]  # (step_index + 1, total steps)
-
-
-class LatentSampler(Protocol):
-    """The signature every sampling mode provides (offline here; exact/low in streaming/).
-
-    conditions: (L, ...) from ``denoiser.encode_conditions``; returns the final latents
-    (L, C, h, w) float32 of all L frames.
-    """
-
-    def __call__(
-        self,
-        denoiser: WindowDenoiser,
-        scheduler: FrameScheduler,
-        conditions: torch.Tensor,
-        sampler: SamplerConfig,
-        seed: int,
-    ) -> torch.Tensor: ...
 
 
 def window_batches(windows: list[tuple[int, int]], max_batch: int) -> list[list[tuple[int, int]]]:
@@ -101,22 +82,6 @@ def offline_sample(
     return latents
 
 
-def resolve_sampler(mode: SamplerMode) -> LatentSampler:
-    """The latent sampler of a mode: ``offline`` here; ``exact`` and ``low`` from
-    ``streaming.offline_compat.sample_latents(mode)`` (same signature as ``offline_sample``)."""
-    if mode == "offline":
-        return offline_sample
-    try:
-        module = importlib.import_module("streaming.offline_compat")
-    except ModuleNotFoundError as err:
-        if err.name not in ("streaming", "streaming.offline_compat"):
-            raise
-        raise AnchorError(
-            f"sampler.mode {mode!r} needs streaming.offline_compat, which is not installed"
-        ) from err
-    return module.sample_latents(mode)  # type: ignore[no-any-return]
-
-
 def generate_frames(
     denoiser: WindowDenoiser,
     scheduler: FrameScheduler,
@@ -129,13 +94,14 @@ def generate_frames(
 
     The mode is ``sampler.mode``; seed defaults to ``sampler.seed``.
     """
-    sample = resolve_sampler(sampler.mode)
+    if sampler.mode != "offline":
+        raise AnchorError(
+            f"sampler.mode {sampler.mode!r}: model.offline runs Algorithm 1 only; the streaming "
+            "modes (exact, low) live in streaming.generate"
+        )
     conditions = denoiser.encode_conditions(condition_images)
     run_seed = sampler.seed if seed is None else seed
-    if sampler.mode == "offline":
-        latents = offline_sample(denoiser, scheduler, conditions, sampler, run_seed, progress)
-    else:
-        latents = sample(denoiser, scheduler, conditions, sampler, run_seed)
+    latents = offline_sample(denoiser, scheduler, conditions, sampler, run_seed, progress)
     log.info(
         "sampled %d frames (%s, %d steps)", latents.shape[0], sampler.mode, len(scheduler.timesteps)
     )
