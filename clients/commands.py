@@ -42,7 +42,7 @@ def register(commands: Any, bench: Any) -> None:
     bot.add_argument("--audio", required=True, metavar="SOURCE", help="a WAV file, webrtc or ws")
     bot.add_argument("--listen", default="127.0.0.1:8770", help="HOST:PORT for webrtc/ws sources")
     bot.add_argument("--identity", default="default")
-    bot.add_argument("--seed", type=int, default=0, help="built-in generator seed")
+    bot.add_argument("--seed", type=int, default=None, help="generator seed (audio2motion.seed)")
     bot.set_defaults(handler=_bot)
 
     a2m = bench.add_parser("audio2motion", help="generator real-time factor, bot latency")
@@ -100,7 +100,7 @@ def _bot(args: argparse.Namespace, config: AppConfig) -> int:
     from clients.bot import AnchorBot
     from clients.bot_sources import WavSource, WebRtcSource, WebSocketPcmSource
     from clients.producer import with_token
-    from model.audio2motion import BuiltinAudioToMotion
+    from model.audio2motion import create_generator
     from model.errors import AnchorError
 
     if config.server.audio_sample_rate != 16000:
@@ -113,7 +113,10 @@ def _bot(args: argparse.Namespace, config: AppConfig) -> int:
         source = WebRtcSource(host, int(port))
     else:
         source = WavSource(args.audio)
-    generator = BuiltinAudioToMotion(seed=args.seed, fps=config.render.fps)
+    speech = config.audio2motion
+    if args.seed is not None:
+        speech = speech.model_copy(update={"seed": args.seed})
+    generator = create_generator(speech, fps=config.render.fps)
     bot = AnchorBot(with_token(args.url, args.token), generator, config.render.fps, args.identity)
     stats = asyncio.run(bot.run(source))
     ended = stats.ended or {}

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
+from model.audio2motion.config import Audio2MotionConfig
 from model.config import FaceConfig, ModelConfig, RenderConfig, SamplerConfig, Section
 from model.errors import AnchorError
 
@@ -87,6 +88,7 @@ class AppConfig(Section):
     face: FaceConfig = FaceConfig()
     render: RenderConfig = RenderConfig()
     server: ServerConfig = ServerConfig()
+    audio2motion: Audio2MotionConfig = Audio2MotionConfig()
 
 
 class ConfigError(AnchorError):
