@@ -7,19 +7,27 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.bootstrapped
 # Offscreen OpenGL for pyrender: EGL (Mesa, also software) first, OSMesa as the fallback.
 APT_PACKAGES := libegl1 libgl1 libegl-mesa0 libgles2 libosmesa6 libglu1-mesa
+# Only for the tests: a real browser for the viewer page, real speech for audio-to-motion.
+TEST_APT_PACKAGES := chromium espeak-ng
 # TORCH=cpu|cuda|skip; auto: the CUDA build when nvidia-smi sees a GPU, else the CPU build.
 TORCH ?= auto
 TORCH_CPU_VERSION ?= 2.13.0
 DEMO_OUT ?= out/demo.mp4
 
-.PHONY: all bootstrap system-packages demo test lint typecheck unit bench clean
+.PHONY: all bootstrap system-packages test-packages apt-install demo test lint typecheck unit bench clean
 
 all: test
 
 bootstrap: system-packages $(STAMP)
 
 system-packages:
-	@missing=""; for p in $(APT_PACKAGES); do \
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(APT_PACKAGES)"
+
+test-packages:
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(TEST_APT_PACKAGES)"
+
+apt-install:
+	@missing=""; for p in $(PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
@@ -45,7 +53,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: bootstrap
 	@mkdir -p $(dir $(DEMO_OUT))
-	$(BIN)/anchor generate clients/samples/demo_conditions --out $(DEMO_OUT)
+	$(BIN)/anchor --config configs/cpu-tiny.toml generate clients/samples/wave_talkshow.npy --frames 60 --out $(DEMO_OUT)
 	@echo "demo video written to $(DEMO_OUT)"
 
 lint: bootstrap
@@ -55,7 +63,7 @@ lint: bootstrap
 typecheck: bootstrap
 	$(BIN)/mypy
 
-unit: bootstrap
+unit: bootstrap test-packages
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
