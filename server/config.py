@@ -73,6 +73,9 @@ class ServerConfig(Section):
     audio_sample_rate: int = Field(16000, ge=8000, le=48000)
     # Stamp each frame's seq as a pixel barcode (glass-to-glass benchmark and tests).
     stamp_seq: bool = False
+    # Live video plays each frame at its pts plus this many frame periods, so the bursts the
+    # sampler commits play out smoothly; None = one window stride (sampler ws - os).
+    playout_delay_frames: int | None = Field(None, ge=0)
     # Render-stage threads per session.
     render_threads: int = Field(1, ge=1)
     # Streaming sampler mode of live sessions (sampler.mode is for `anchor generate`):

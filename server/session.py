@@ -21,7 +21,7 @@ import numpy as np
 from aiortc.contrib.media import MediaRelay
 
 from model.errors import AnchorError
-from server.media import LatestFrameVideoTrack, PtsAlignedAudioTrack, ShownFrame, stamp_seq
+from server.media import PlayoutVideoTrack, PtsAlignedAudioTrack, ShownFrame, stamp_seq
 from server.metrics import ServerMetrics
 from server.protocol import ProtocolError
 from server.recording import RecordedAudio, RecordedFrame, SessionRecorder
@@ -114,8 +114,16 @@ class Session:
         self.metrics = metrics
         self.persistent = persistent
         self.loop = asyncio.get_running_loop()
-        render = config.render
-        self.video = LatestFrameVideoTrack(render.fps, render.width, render.height)
+        render, sampler = config.render, config.sampler
+        delay = config.server.playout_delay_frames
+        if delay is None:
+            delay = sampler.window_size - sampler.overlap
+        # Room for the delay plus the largest bursts: a window stride committed at once, the
+        # tail of a run (up to a window and a stride) at its end.
+        capacity = delay + 3 * sampler.window_size
+        self.video = PlayoutVideoTrack(
+            render.fps, render.width, render.height, delay_frames=delay, capacity_frames=capacity
+        )
         self.audio = PtsAlignedAudioTrack(self.video, config.server.audio_sample_rate)
         self.relay = MediaRelay()
         self.producer: Outbox | None = None
@@ -323,6 +331,7 @@ class Session:
             return
         depths = dict(run.pipeline.queue_depths())
         depths["in_flight"] = len(run.in_flight)
+        depths["playout"] = len(self.video.buffer)
         if run.recorder is not None:
             depths["recording"] = run.recorder.depth
         for name, depth in depths.items():
@@ -334,13 +343,14 @@ class Session:
         fps = 0.0
         if fps_samples and len(fps_samples) >= 2 and fps_samples[-1] > fps_samples[0]:
             fps = (len(fps_samples) - 1) / (fps_samples[-1] - fps_samples[0])
+        on_screen = self.video.current or self.last_shown
         return {
             "type": "status",
             "session": self.id,
             "running": self.run is not None,
             "committed_fps": round(fps, 2),
             "latency_ms": round(self.last_latency_s * 1000.0, 1),
-            "seq": self.last_shown.seq if self.last_shown is not None else None,
+            "seq": on_screen.seq if on_screen is not None else None,
             "viewers": len(self.viewers),
         }
 
