@@ -19,7 +19,7 @@ class ServerMetrics:
         self.registry = CollectorRegistry()
         self.stage_seconds = Histogram(
             "anchor_stage_seconds",
-            "Time a frame spends in each pipeline stage (render, model, output, ingest_to_output)",
+            "Time a frame spends in each pipeline stage (render, model, face, ingest_to_output)",
             ["stage"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,

@@ -4,7 +4,9 @@ pipelines feeding it.
 Per session: motion frames -> render stage (a small thread pool; mesh renders are
 independent per frame) -> a reorder buffer that restores submission order -> jobs on the
 worker's queue -> sampler.push / flush / reset, VAE decode and face enhancement on the
-worker thread -> ``PipelineSink.frames``.
+worker thread -> ``PipelineSink.frames``. With ``face.enabled`` the render stage also builds
+each frame's face geometry and the worker runs the face stage (``FaceStage``) on the decoded
+frames next to the sampler: enhance per commit, flush at the end, reset on clear.
 
 Queue policies:
 - render pool queue: unbounded by type, bounded by the producer's credits (the server
@@ -29,6 +31,7 @@ import torch
 
 from model.config import ModelConfig, SamplerConfig
 from model.errors import AnchorError
+from streaming.face_stage import FaceGeometry, FaceStage, decode_frames, face_geometry
 from streaming.frames import CommittedFrame, ConditionFrame
 from streaming.pipeline import OutputFrame, PipelineSink
 from streaming.sampler import WindowSampler
@@ -64,7 +67,8 @@ class RenderedFrame:
 
 
 class ConditionRenderer:
-    """Motion frame -> mesh render (the ControlNet condition) and face geometry.
+    """Motion frame -> mesh render (the ControlNet condition) and, when the face stage runs,
+    the frame's face geometry (aligned-crop matrix, mesh crop, keep mask).
 
     One per render thread: an OpenGL context belongs to the thread that made it.
     """
@@ -74,20 +78,40 @@ class ConditionRenderer:
         from model.render import MotionRenderer
 
         self.renderer = MotionRenderer(config.render, BodyModelSettings())
+        self.face_size = config.face.size if config.face.enabled else None
 
     def render(self, motion: Any) -> RenderedFrame:
         started = time.monotonic()
         window = self.renderer.render([motion])
+        condition = window.as_tensor()[0]
+        face = None
+        if self.face_size is not None:
+            face = frame_face_geometry(condition, window.landmarks[0], self.face_size)
         frame = ConditionFrame(
-            seq=motion.seq,
-            pts=float(motion.pts),
-            condition=window.as_tensor()[0],
-            face=window.landmarks[0],
+            seq=motion.seq, pts=float(motion.pts), condition=condition, face=face
         )
         return RenderedFrame(frame, started, time.monotonic() - started)
 
     def close(self) -> None:
         self.renderer.close()
+
+
+def frame_face_geometry(
+    render: torch.Tensor, landmarks: np.ndarray, size: int
+) -> FaceGeometry | None:
+    """Face geometry of one rendered frame, as ``streaming.generate.condition_frames`` builds it.
+
+    render: (3, H, W) float32 [0, 1] mesh render; landmarks: (51, 2) float32 projected face
+    landmarks in its pixels; size: the face crop side (``face.size``). None when the
+    landmarks are not finite (no usable face): the frame then passes the face stage as is.
+    """
+    from model.face_geometry import alignment_matrices, ffhq_points
+
+    if not np.isfinite(landmarks).all():
+        return None
+    points = ffhq_points(landmarks[None].astype(np.float32))
+    matrix = alignment_matrices(points, size)[0]
+    return face_geometry(render, matrix, landmarks.astype(np.float32), size)
 
 
 class _RenderPool:
@@ -158,9 +182,19 @@ class ModelWorker:
         self.config = config
         self.sampler_config = config.sampler.model_copy(update={"mode": config.server.sampler_mode})
         self.latency_frames = live_latency_frames(self.sampler_config)
+        if config.face.enabled and config.face.face_temporal:
+            # Temporal faces run their own window sampler behind the body's (FaceStage).
+            face_mode = "low" if self.sampler_config.mode == "low" else "exact"
+            self.latency_frames += live_latency_frames(
+                self.sampler_config.model_copy(
+                    update={"mode": face_mode, "steps": config.face.steps}
+                )
+            )
         # One item per rendered chunk or control message of some session; bounded by credits.
         self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._components: dict[str, Any] = {}
+        # Face UNet (by id) -> the temporal face denoiser whose context its attention reads.
+        self._face_attention_owner: dict[int, Any] = {}
         self._thread = threading.Thread(target=self._run, name="model-worker", daemon=False)
         self._thread.start()
 
@@ -183,6 +217,23 @@ class ModelWorker:
                 identity, self.sampler_config, self.config.face
             )
         return self._components[key]
+
+    def activate_face_attention(self, stage: FaceStage) -> None:
+        """Point the shared face UNet's window attention at ``stage``'s window context.
+
+        A temporal FaceStage installs all-frame attention bound to its own context on the
+        face UNet, which the sessions of one identity share; the stage about to run must own
+        it (worker thread only).
+        """
+        denoiser = getattr(stage, "_face_denoiser", None)
+        if denoiser is None:
+            return
+        unet = denoiser.enhancer.unet
+        if self._face_attention_owner.get(id(unet)) is not denoiser:
+            from model.attention import install_attention
+
+            install_attention(unet, "all-frame", denoiser.context)
+            self._face_attention_owner[id(unet)] = denoiser
 
     def _run(self) -> None:
         torch.set_grad_enabled(False)
@@ -224,6 +275,7 @@ class WorkerSession:
         self._in_render = 0
         self._sampler: WindowSampler | None = None
         self._components: Any = None
+        self._face: FaceStage | None = None
         # Render results of frames in the sampler, by seq (worker thread only).
         self._meta: dict[int, RenderedFrame] = {}
         self._worker_generation = 0  # the latest clear the sampler applied
@@ -320,6 +372,12 @@ class WorkerSession:
             self._sampler = WindowSampler(
                 components.denoiser, components.scheduler, self.worker.sampler_config
             )
+            face = self.worker.config.face
+            if face.enabled:
+                if components.face is None:
+                    raise AnchorError("face.enabled: the identity's components have no face model")
+                self._face = FaceStage(components.face, face, self.worker.sampler_config)
+                self.worker.activate_face_attention(self._face)
             return
         sampler = self._sampler
         if sampler is None or (self.closed and job.kind != "close"):
@@ -334,61 +392,68 @@ class WorkerSession:
             self._emit(committed, started)
         elif job.kind == "end":
             started = time.monotonic()
-            self._emit(sampler.flush(), started)
+            self._emit(sampler.flush(), started, last=True)
             self.sink.ended()
         elif job.kind == "clear":
             self._worker_generation = job.generation
             sampler.reset()
+            if self._face is not None:
+                self._face.reset()
             self._meta.clear()
         elif job.kind == "close":
             self._sampler = None
 
-    def _emit(self, committed: list[CommittedFrame], started: float) -> None:
-        if not committed:
-            return
-        images = _decode(self._components, committed)
+    def _emit(self, committed: list[CommittedFrame], started: float, last: bool = False) -> None:
+        """Decode (and face-enhance) committed frames and hand the finished ones to the sink.
+
+        last: the end of the run, so the face stage releases every frame it still holds.
+        """
+        decode_frames(self._components.denoiser, committed)
         model_seconds = time.monotonic() - started
+        face_seconds = 0.0
+        done = committed
+        if self._face is not None and (committed or last):
+            face_started = time.monotonic()
+            self.worker.activate_face_attention(self._face)
+            done = self._face.enhance(committed)
+            if last:
+                done += self._face.flush()
+            face_seconds = time.monotonic() - face_started
+        if not done:
+            return
         outputs = []
-        for frame, image in zip(committed, images, strict=True):
+        for frame in done:
             meta = self._meta.pop(frame.seq, None)
+            stages = {
+                "render": meta.render_seconds if meta is not None else 0.0,
+                "model": model_seconds,
+            }
+            if self._face is not None:
+                stages["face"] = face_seconds
             outputs.append(
                 OutputFrame(
                     seq=frame.seq,
                     pts=frame.pts,
-                    image=image,
+                    image=_to_uint8(frame),
                     submitted_at=meta.submitted_at if meta is not None else started,
-                    stage_seconds={
-                        "render": meta.render_seconds if meta is not None else 0.0,
-                        "model": model_seconds,
-                    },
+                    stage_seconds=stages,
                 )
             )
         self.sink.frames(outputs)
 
 
-def _decode(components: Any, committed: list[CommittedFrame]) -> list[np.ndarray]:
-    """Committed latents -> (H, W, 3) uint8 RGB images, one batched VAE decode."""
-    missing = [frame for frame in committed if frame.image is None]
-    if missing:
-        latents = torch.stack([frame.latent for frame in missing])
-        decoded = components.denoiser.decode(latents)
-        for frame, image in zip(missing, decoded, strict=True):
-            frame.image = image
-    return [
-        (frame.image.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()  # type: ignore[union-attr]
-        for frame in committed
-    ]
+def _to_uint8(frame: CommittedFrame) -> np.ndarray:
+    """A decoded frame's (3, H, W) float32 [0, 1] image -> (H, W, 3) uint8 RGB."""
+    if frame.image is None:
+        raise AnchorError(f"frame seq {frame.seq} reached the output undecoded")
+    image = (frame.image.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)
+    return image.permute(1, 2, 0).contiguous().numpy()
 
 
 class WorkerPipelineFactory:
     """PipelineFactory over one shared ModelWorker."""
 
     def __init__(self, config: AppConfig) -> None:
-        if config.face.enabled:
-            raise AnchorError(
-                "face.enabled: the live pipeline does not run the face stage yet; "
-                "set face.enabled = false to serve"
-            )
         self.config = config
         self.worker = ModelWorker(config)
         self._renderer_factory = lambda: ConditionRenderer(config)

@@ -199,3 +199,39 @@ def test_pipeline_crash_ends_only_its_session(tmp_path: Path) -> None:
     run_with_server(config, body)
     assert any(error.get("fatal") for error in outcome["crashing"])
     assert (outcome["healthy"]["accepted"], outcome["healthy"]["committed"]) == (6, 6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("temporal", [False, True])
+def test_face_stage_streams_and_records_every_frame(tmp_path: Path, temporal: bool) -> None:
+    config = tiny_config(tmp_path)
+    config.face = config.face.model_copy(
+        update={"enabled": True, "size": 32, "steps": 2, "face_temporal": temporal}
+    )
+    frames = 10
+    outcome: dict[str, Any] = {}
+
+    async def body(server: Any) -> None:
+        async with MotionProducer(ws_url(server, "face", "motion")) as producer:
+            await producer.start()
+            await producer.send_frames(demo_frames(0, frames))
+            outcome["ended"] = await producer.end()
+            outcome["errors"] = list(producer.errors)
+        outcome["metrics"] = await asyncio.to_thread(http_get, server, "/metrics")
+
+    run_with_server(config, body)
+    ended = outcome["ended"]
+    assert outcome["errors"] == [] and "error" not in ended
+    assert (ended["accepted"], ended["committed"]) == (frames, frames)
+    assert recorded_seqs(Path(ended["recording"])) == list(range(frames))
+    # every frame went through the face stage
+    families = {
+        family.name: family for family in text_string_to_metric_families(outcome["metrics"])
+    }
+    face_counts = [
+        sample.value
+        for sample in families["anchor_stage_seconds"].samples
+        if sample.name.endswith("_count") and sample.labels.get("stage") == "face"
+    ]
+    assert face_counts == [frames]
+
