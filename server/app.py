@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import ssl
+from collections import OrderedDict
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -46,6 +47,7 @@ _PAGE_ROUTE = re.compile(rf"^/sessions/(?P<session>{SESSION_ID})$")
 # Hard limit for websockets itself (connection closed with 1009): twice the configured
 # message limit, so a message between the two gets a JSON error and the session goes on.
 HARD_SIZE_FACTOR = 2
+REMEMBERED_SESSIONS = 4096
 
 
 def _web_file(name: str) -> bytes:
@@ -69,6 +71,10 @@ class AnchorServer:
         self.metrics = ServerMetrics()
         self._factory = factory
         self.sessions: dict[str, Session] = {}
+        # Last accepted seq of sessions that were removed, so a producer that reconnects
+        # after its session went away still learns where to resume; least recently
+        # removed forgotten first beyond REMEMBERED_SESSIONS.
+        self._last_seqs: OrderedDict[str, int] = OrderedDict()
         self._server: Server | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -147,7 +153,14 @@ class AnchorServer:
                 raise AnchorError(
                     f"server.max_sessions ({self.config.server.max_sessions}) reached"
                 )
-            session = Session(session_id, self.config, self.factory, self.metrics, persistent)
+            session = Session(
+                session_id,
+                self.config,
+                self.factory,
+                self.metrics,
+                persistent,
+                last_seq=self._last_seqs.pop(session_id, None),
+            )
             self.sessions[session_id] = session
             self.metrics.sessions.set(len(self.sessions))
         return session
@@ -157,6 +170,10 @@ class AnchorServer:
             return
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
+            if session.last_accepted_seq is not None:
+                self._last_seqs[session.id] = session.last_accepted_seq
+                while len(self._last_seqs) > REMEMBERED_SESSIONS:
+                    self._last_seqs.popitem(last=False)
             self.metrics.sessions.set(len(self.sessions))
             await session.close()
 

@@ -158,6 +158,9 @@ class ProducerHandler:
             session.accept_audio(chunk.pts, chunk.samples)
         elif kind == "start":
             control = parse_control(parsed)
+            # A reconnecting producer's previous run may still be flushing: let it finish.
+            await session.wait_run_over()
+            last_seq = session.last_accepted_seq
             run = session.start_run(control.identity)
             self.outbox.send(
                 {
@@ -165,6 +168,9 @@ class ProducerHandler:
                     "session": session.id,
                     "credits": run.credits,
                     "latency_frames": run.pipeline.latency_frames,
+                    # Last seq accepted by earlier runs of this session (None: none yet);
+                    # a resuming producer drops its frames at or below it.
+                    "last_seq": last_seq,
                 }
             )
         elif kind == "clear":

@@ -8,7 +8,8 @@ Producer -> server:
 - binary: an audio chunk (``AUDIO_MAGIC``, then float64 pts seconds, uint32 sample rate,
   then PCM16 LE mono samples) or otherwise a motion frame in the motion layer's binary form.
 
-Server -> producer (JSON): ``started`` (credits), ``ack`` (seq, credits), ``credit`` (a frame
+Server -> producer (JSON): ``started`` (credits, ``last_seq``: the last seq that earlier runs
+of this session accepted, or null), ``ack`` (seq, credits), ``credit`` (a frame
 was committed and recorded: seq, credits), ``cleared``, ``ended`` (summary), ``error``
 (``field``, ``seq`` when known, ``message``; ``fatal`` when the run is over).
 """

@@ -87,7 +87,10 @@ class SessionRun:
         # The motion frame of each seq in flight, recorded beside the video it produced.
         self.motions: dict[int, Any] = {}
         self.last_seq: int | None = None
-        self.drained: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.drained: asyncio.Future[None] = loop.create_future()
+        # Set once the run is over (pipeline closed, recording finalized).
+        self.finished: asyncio.Future[None] = loop.create_future()
         self.failure: BaseException | None = None
         self.stats = RunStats()
         self.ending = False
@@ -107,6 +110,7 @@ class Session:
         factory: PipelineFactory,
         metrics: ServerMetrics,
         persistent: bool,
+        last_seq: int | None = None,
     ) -> None:
         self.id = session_id
         self.config = config
@@ -130,6 +134,9 @@ class Session:
         self.viewers: set[Outbox] = set()
         self.run: SessionRun | None = None
         self.runs_started = 0
+        # The last seq any run of this session id accepted (survives runs and, through the
+        # server, the session object): a resuming producer drops frames at or below it.
+        self.last_accepted_seq = last_seq
         self.last_shown: ShownFrame | None = None
         self.last_latency_s = 0.0
         self.closed = False
@@ -204,6 +211,7 @@ class Session:
                 seq=motion.seq,
             )
         run.last_seq = motion.seq
+        self.last_accepted_seq = motion.seq
         run.in_flight.add(motion.seq)
         run.motions[motion.seq] = motion
         run.stats.accepted += 1
@@ -229,6 +237,12 @@ class Session:
         self.audio.clear()
         return run.credits
 
+    async def wait_run_over(self) -> None:
+        """If the current run is ending (flushing after a disconnect), wait until it is over."""
+        run = self.run
+        if run is not None and run.ending:
+            await asyncio.wait_for(asyncio.shield(run.finished), END_TIMEOUT_S + 60.0)
+
     async def end_run(self, reason: str = "end") -> dict[str, Any] | None:
         """Flush the pipeline, finalize the recording, report; no-op without a run."""
         run = self.run
@@ -250,6 +264,8 @@ class Session:
             await asyncio.to_thread(run.recorder.close)
             recording = str(run.recorder.video_path)
         self.run = None
+        if not run.finished.done():
+            run.finished.set_result(None)
         summary: dict[str, Any] = {
             "type": "ended",
             "reason": reason,

@@ -235,3 +235,35 @@ def test_face_stage_streams_and_records_every_frame(tmp_path: Path, temporal: bo
     ]
     assert face_counts == [frames]
 
+
+def test_started_reports_the_last_seq_of_earlier_runs(config: AppConfig) -> None:
+    outcome: dict[str, Any] = {}
+
+    async def body(server: Any) -> None:
+        async with MotionProducer(ws_url(server, "resume", "motion")) as first:
+            await first.start()
+            outcome["fresh"] = first.started
+            await first.send_frames(demo_frames(0, 5))
+            await first.wait_for(lambda: len(first.acked) == 5, 60.0)
+        # the connection dropped mid-run (no `end`): the reconnecting producer is told what
+        # was accepted, even though the old run may still be flushing
+        async with MotionProducer(ws_url(server, "resume", "motion")) as second:
+            await second.start()
+            outcome["resumed"] = second.started
+            await second.send_frames(demo_frames(5, 3))
+            outcome["ended"] = await second.end()
+        # after the session was removed (no producer, no viewer), a new one still knows
+        for _ in range(300):
+            if "resume" not in server.sessions:
+                break
+            await asyncio.sleep(0.1)
+        assert "resume" not in server.sessions
+        async with MotionProducer(ws_url(server, "resume", "motion")) as third:
+            await third.start()
+            outcome["later"] = third.started
+
+    run_with_server(config, body)
+    assert outcome["fresh"]["last_seq"] is None
+    assert outcome["resumed"]["last_seq"] == 4
+    assert (outcome["ended"]["accepted"], outcome["ended"]["committed"]) == (3, 3)
+    assert outcome["later"]["last_seq"] == 7
