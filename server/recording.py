@@ -2,9 +2,12 @@
 motion each frame came from in a sidecar ``.npz``.
 
 Encoding blocks, so it runs on the recorder's own thread. The mp4 is fragmented
-(``frag_keyframe+empty_moov``) so even a file cut short by a hard kill stays playable up to
-its last fragment; a normal end, a producer disconnect and SIGTERM all run ``close`` which
-flushes the encoder and writes the tail.
+(``frag_keyframe``) so even a file cut short by a hard kill stays playable up to its last
+fragment; a normal end, a producer disconnect and SIGTERM all run ``close`` which flushes the
+encoder and writes the tail. ``delay_moov`` (not ``empty_moov``): the moov is written with the
+first fragment, once the AAC encoder's 1024 priming samples are known, so it carries the edit
+list that trims them and the audio plays at its pts (an empty moov cannot, and every sample
+would play 64 ms late at 16 kHz).
 """
 
 from __future__ import annotations
@@ -136,7 +139,7 @@ class SessionRecorder:
         self._container = av.open(
             str(self.video_path),
             "w",
-            options={"movflags": "frag_keyframe+empty_moov+default_base_moof"},
+            options={"movflags": "frag_keyframe+delay_moov+default_base_moof"},
         )
         video = self._container.add_stream("libx264", rate=round(self.fps))
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"

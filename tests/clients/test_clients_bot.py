@@ -25,10 +25,6 @@ from model.audio2motion import BuiltinAudioToMotion, to_pcm16, write_wav
 from model.motion.readers import open_motion
 
 SHORT = "Hello, I am the anchor."
-# ffmpeg's AAC encoder primes every stream with 1024 samples; the session recording is a
-# fragmented mp4 without an edit list, so decoded audio starts with them (server issue,
-# reported): the measurement removes them to see the timing the bot produced.
-AAC_PRIMING = 1024
 
 
 def subframe_lag(jaw: np.ndarray, levels: np.ndarray, span: int = 5) -> tuple[float, float]:
@@ -68,7 +64,7 @@ def audio_levels(path: Path, frames: int) -> np.ndarray:
             if start is None and frame.pts is not None and frame.time_base is not None:
                 start = float(frame.pts * frame.time_base)
             samples.append(frame.to_ndarray().reshape(-1))
-    audio = np.concatenate(samples).astype(np.float64)[AAC_PRIMING:]
+    audio = np.concatenate(samples).astype(np.float64)
     rate = 16000
     offset = round((start or 0.0) * rate)
     audio = np.concatenate([np.zeros(max(0, offset)), audio])
