@@ -246,7 +246,8 @@ def train_command(args: argparse.Namespace, config: AppConfig) -> int:
         validation=list(getattr(args, "validation_data", None) or []),
     )
     result = train(run, train_config(args, config), config.model)
-    print(json.dumps({"step": result.step, "loss": result.loss,
+    loss = result.loss if result.losses else None
+    print(json.dumps({"step": result.step, "loss": loss,
                       "final": str(result.final) if result.final else None}))  # fmt: skip
     return 0
 
