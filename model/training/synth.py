@@ -146,6 +146,18 @@ def _write_split(
         foreground=True,
         extra=extra,
     )
+    if (folder / "dataset.json").is_file():
+        previous = DatasetHeader.read(folder)
+        if (previous.size, previous.frame_count, previous.extra) != (
+            header.size,
+            header.frame_count,
+            header.extra,
+        ):
+            raise AnchorError(
+                f"{folder} holds a synthetic split made with other settings (size "
+                f"{previous.size}, {previous.frame_count} frames, {previous.extra}): use "
+                "another --out"
+            )
     header.write(folder)
     write_motion(folder / "motion.npz", frames, render.fps, TALKSHOW_SETTINGS)
     done = set(iter_existing(folder))

@@ -85,3 +85,19 @@ def test_synth_faces_and_masks(synth_root: Path) -> None:
     assert face.shape == (32, 32, 3) and mask.shape == (32, 32)
     # Official convention: 255 keeps, 0 is the face region; the centre is regenerated.
     assert mask[16, 16] == 0 and mask[0, 0] == 255
+
+
+def test_synth_refuses_to_mix_settings_in_one_folder(synth_root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import pytest
+
+    from model.config import RenderConfig
+    from model.errors import AnchorError
+    from model.training.synth import SynthOptions, synth_dataset
+
+    copy = tmp_path / "synth"
+    shutil.copytree(synth_root, copy)
+    options = SynthOptions(seconds=0.6, heldout_seconds=0.4, size=64, face_size=32, seed=9)
+    with pytest.raises(AnchorError, match="other settings"):
+        synth_dataset(copy, options, RenderConfig())
