@@ -10,12 +10,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from websockets.asyncio.client import ClientConnection, connect
 
 from server.media import read_seq
 from server.webrtc import enable_loopback_candidates
+
+# Peak (PCM16 units) above which a decoded audio frame counts as sound rather than silence
+# plus codec noise.
+AUDIBLE_PEAK = 1000
 
 
 @dataclass(slots=True)
@@ -34,6 +39,9 @@ class ViewerProbe:
     frames: list[ReceivedFrame] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     audio_frames: int = 0
+    # Decoded audio frames carrying sound (peak above AUDIBLE_PEAK), not the silence a live
+    # track sends while nothing is due.
+    audible_audio_frames: int = 0
     peer: RTCPeerConnection | None = None
     _socket: ClientConnection | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -84,8 +92,10 @@ class ViewerProbe:
     async def _read_audio(self, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError):
             while True:
-                await track.recv()
+                frame: Any = await track.recv()
                 self.audio_frames += 1
+                if np.abs(frame.to_ndarray()).max() > AUDIBLE_PEAK:
+                    self.audible_audio_frames += 1
 
     async def wait_frames(self, count: int, limit_s: float) -> None:
         """Wait until at least ``count`` frames were decoded."""

@@ -23,6 +23,7 @@ from server.config import AppConfig
 from server.demo import demo_frame, demo_frames
 from server.media import read_seq
 from server.producer_client import MotionProducer
+from server.protocol import encode_audio
 from server.tokens import mint_token
 from server.viewer_client import ViewerProbe
 
@@ -267,3 +268,51 @@ def test_started_reports_the_last_seq_of_earlier_runs(config: AppConfig) -> None
     assert outcome["resumed"]["last_seq"] == 4
     assert (outcome["ended"]["accepted"], outcome["ended"]["committed"]) == (3, 3)
     assert outcome["later"]["last_seq"] == 7
+
+
+def audio_seconds(path: Path) -> float:
+    """Seconds of decoded audio in a recording."""
+    with av.open(str(path)) as container:
+        return sum(frame.samples for frame in container.decode(audio=0)) / float(
+            container.streams.audio[0].sample_rate
+        )
+
+
+@pytest.mark.slow
+def test_producer_audio_reaches_viewers_and_the_recording(config: AppConfig) -> None:
+    rate = config.server.audio_sample_rate
+    frames = 30
+    per_frame = rate // 30
+    time_axis = np.arange(frames * per_frame) / rate
+    tone = (8000 * np.sin(2 * np.pi * 440.0 * time_axis)).astype(np.int16)
+    outcome: dict[str, Any] = {}
+
+    async def body(server: Any) -> None:
+        viewer = ViewerProbe(ws_url(server, "voice", "view"), audio=True)
+        async with MotionProducer(ws_url(server, "voice", "motion")) as producer:
+            await producer.start()
+            await viewer.connect()
+            for frame in demo_frames(0, frames):
+                chunk = tone[frame.seq * per_frame : (frame.seq + 1) * per_frame]
+                await producer.send_raw(encode_audio(frame.pts, rate, chunk))
+                await producer.send_frames([frame], binary=True)
+                await asyncio.sleep(1.0 / 30.0)
+            outcome["ended"] = await producer.end()
+            outcome["errors"] = list(producer.errors)
+        try:
+            await viewer.wait_seq(frames - 1, 60.0)
+            for _ in range(600):  # the audio plays out with the video, in real time
+                if viewer.audible_audio_frames > 0.5 * frames / 30.0 / 0.02:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await viewer.close()
+        outcome["audible"] = viewer.audible_audio_frames
+
+    run_with_server(config, body)
+    assert outcome["errors"] == []
+    # half the tone's 20 ms frames, at least, reached the viewer as sound
+    assert outcome["audible"] > 0.5 * frames / 30.0 / 0.02
+    recording = Path(outcome["ended"]["recording"])
+    # the whole tone is recorded: one second, up to one AAC frame of encoder padding
+    assert abs(audio_seconds(recording) - frames / 30.0) <= 1024 / rate
