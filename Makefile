@@ -53,7 +53,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: bootstrap
 	@mkdir -p $(dir $(DEMO_OUT))
-	$(BIN)/anchor --config configs/cpu-tiny.toml generate clients/samples/wave_talkshow.npy --frames 60 --out $(DEMO_OUT)
+	$(BIN)/anchor --config configs/demo.toml generate clients/samples/wave_talkshow.npy --out $(DEMO_OUT)
 	@echo "demo video written to $(DEMO_OUT)"
 
 lint: bootstrap

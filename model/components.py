@@ -220,6 +220,8 @@ def build_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConfi
     Raises AnchorError naming the config field when a folder is missing, WeightsError
     when weights do not match their architecture.
     """
+    if model.preset == "bundle":
+        return _bundle_components(model, sampler, face)
     device, dtype = resolve_placement(model)
     networks = (
         _tiny_networks(model, face) if model.preset == "tiny" else _sd15_networks(model, face)
@@ -277,3 +279,17 @@ def build_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConfi
     return Components(
         denoiser, networks.scheduler.with_steps(sampler.steps), enhancer, appearance, device, dtype
     )
+
+
+def _bundle_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConfig) -> Components:
+    """A trained bundle (``anchor train ... --out O`` then ``O/final``) as Components."""
+    from model.training.bundle import load_bundle
+
+    if model.checkpoint_path is None:
+        raise AnchorError("model.checkpoint_path is not set: name the bundle folder")
+    if face.enabled:
+        raise AnchorError(
+            f"model.checkpoint_path {model.checkpoint_path}: a bundle holds no face model; "
+            "set face.enabled = false"
+        )
+    return load_bundle(model.checkpoint_path, model, sampler)

@@ -28,11 +28,13 @@ class ModelConfig(Section):
     """Which weights to load and how to run them.
 
     ``preset = "tiny"`` builds the real diffusers classes at tiny size from a seed
-    (tests, CPU demo). ``preset = "sd15"`` loads real weights from local folders:
+    (tests). ``preset = "bundle"`` loads a model trained with ``anchor train`` from the
+    bundle folder ``checkpoint_path`` (the CPU demo model: clients/models/demo).
+    ``preset = "sd15"`` loads real weights from local folders:
     nothing is ever fetched from a hub.
     """
 
-    preset: Literal["tiny", "sd15"] = "tiny"
+    preset: Literal["tiny", "sd15", "bundle"] = "tiny"
     tiny_seed: int = 0
     # Local folder in diffusers layout (vae/, text_encoder/, tokenizer/, scheduler/, unet/).
     sd_path: Path | None = None
