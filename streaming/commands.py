@@ -47,6 +47,20 @@ def register(commands: Any, bench: Any) -> None:
     generate.add_argument("--steps", type=int, default=None, help="DDIM steps (sampler.steps)")
     generate.set_defaults(handler=generate_command)
 
+    train = bench.add_parser(
+        "train",
+        help="it/s of a training step (tiny preset, CPU) and the demo model's figures",
+    )
+    train.add_argument("--json", action="store_true", help="print JSON")
+    train.add_argument("--steps", type=int, default=5, help="timed training steps")
+    train.add_argument(
+        "--demo", type=Path, default=Path("clients/models/demo"), help="demo model bundle"
+    )
+    train.add_argument(
+        "--heldout", type=Path, default=None, help="held-out synthetic dataset for SSIM/PSNR"
+    )
+    train.set_defaults(handler=bench_train_command)
+
     parser = bench.add_parser(
         "sampler",
         help="ms per committed frame, overhead and latency of offline, exact and low sampling",
@@ -135,4 +149,14 @@ def generate_command(args: argparse.Namespace, config: AppConfig) -> int:
     frames = torch.stack([frame.image for frame in committed if frame.image is not None])
     write_frames(frames, args.out, fps)
     print(f"wrote {frames.shape[0]} frames to {args.out}")
+    return 0
+
+
+def bench_train_command(args: argparse.Namespace, config: AppConfig) -> int:
+    """Handler of ``anchor bench train``."""
+    from model.training.bench import bench_train, format_report
+    from streaming.quality import demo_figures
+
+    report = bench_train(args.steps, args.demo, args.heldout, config, demo_figures)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # package -> top-level modules it must never import
 BANNED = {
-    "model": {"asyncio", "websockets", "aiortc", "aiohttp", "aioice"},
+    "model": {"asyncio", "websockets", "aiortc", "aiohttp", "aioice", "streaming"},
     "streaming": {"websockets", "aiortc", "aiohttp", "aioice"},
     "server": {"torch", "diffusers", "transformers", "smplx", "pyrender"},
 }

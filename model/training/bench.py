@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,68 +87,19 @@ def training_step_speed(steps: int, batch: int = 4) -> dict[str, Any]:
             "threads": torch.get_num_threads()}  # fmt: skip
 
 
-def demo_figures(
-    folder: Path, heldout: Path, config: AppConfig, frames: int = 96
+def bench_train(
+    steps: int,
+    demo: Path,
+    heldout: Path | None,
+    config: AppConfig,
+    demo_figures: Callable[[Path, Path, AppConfig], dict[str, Any]],
 ) -> dict[str, Any]:
-    """Streaming fps and SSIM/PSNR of the demo bundle on held-out synthetic motion.
+    """The report printed by ``anchor bench train``.
 
-    The clip goes through the live chain (``streaming.generate.generate_streaming``:
-    window sampler in ``low`` mode, condition encoding, VAE decode) with the sampler
-    settings of the bundle's ``bundle.json``; fps counts committed, decoded frames.
+    demo_figures(bundle, heldout, config): the demo model's figures through the live
+    chain (``streaming.quality.demo_figures``), passed in because model/ never imports
+    streaming/.
     """
-    from model.training.bundle import bundle_meta, load_bundle
-    from model.training.data import _image
-    from model.training.dataset import load_dataset, read_png
-
-    # A benchmark of the live chain: the one place model/ reaches into streaming/.
-    from streaming.frames import ConditionFrame
-    from streaming.generate import generate_streaming
-
-    meta = bundle_meta(folder)
-    sampler = config.sampler.model_copy(
-        update={
-            "mode": "low",
-            "steps": int(meta.get("steps", 2)),
-            "guidance_scale": float(meta.get("guidance_scale", 1.0)),
-            "controlnet_scale": float(meta.get("controlnet_scale", 1.0)),
-            "window_size": int(meta.get("window_size", 8)),
-            "overlap": int(meta.get("overlap", 2)),
-        }
-    )
-    model = config.model.model_copy(update={"attention": meta.get("attention", "per-frame")})
-    components = load_bundle(folder, model, sampler)
-    size = components.image_size
-    _, entries = load_dataset(heldout)
-    entries = entries[:frames]
-    conditions = [
-        ConditionFrame(seq=index, pts=index / 30.0,
-                       condition=_image(read_png(heldout / entry.condition), size))
-        for index, entry in enumerate(entries)
-    ]  # fmt: skip
-    targets = torch.stack([_image(read_png(heldout / e.frame), size) for e in entries])
-    start = time.perf_counter()
-    committed = generate_streaming(conditions, components, sampler)
-    elapsed = time.perf_counter() - start
-    generated = torch.stack([frame.image for frame in committed if frame.image is not None])
-    return {
-        "bundle": str(folder),
-        "heldout": str(heldout),
-        "frames": len(entries),
-        "size": size,
-        "steps": sampler.steps,
-        "mode": sampler.mode,
-        "window_size": sampler.window_size,
-        "overlap": sampler.overlap,
-        "attention": model.attention,
-        "threads": torch.get_num_threads(),
-        "fps": len(entries) / elapsed,
-        "ssim": ssim(generated, targets),
-        "psnr": psnr(generated, targets),
-    }
-
-
-def bench_train(steps: int, demo: Path, heldout: Path | None, config: AppConfig) -> dict[str, Any]:
-    """The report printed by ``anchor bench train``."""
     report: dict[str, Any] = {"train_step": training_step_speed(steps)}
     heldout = heldout or Path(".cache/demo-data/heldout")
     if (demo / "body").is_dir() and (heldout / "manifest.jsonl").is_file():

@@ -1,4 +1,5 @@
-"""``anchor synth-dataset``, ``anchor prepare``, ``anchor train`` and ``anchor bench train``.
+"""``anchor synth-dataset``, ``anchor prepare`` and ``anchor train`` (``anchor bench train`` is
+registered by streaming/commands.py: its demo figures run the live chain).
 
 No torch import at module level (``anchor --help`` stays fast); handlers import lazily.
 """
@@ -20,11 +21,10 @@ log = logging.getLogger("anchor.training")
 
 
 def register(commands: Any, bench: Any) -> None:
-    """Add the training commands and ``train`` to ``anchor bench``."""
+    """Add the training commands."""
     _register_synth(commands)
     _register_prepare(commands)
     _register_train(commands)
-    _register_bench(bench)
 
 
 def _register_synth(commands: Any) -> None:
@@ -249,29 +249,4 @@ def train_command(args: argparse.Namespace, config: AppConfig) -> int:
     loss = result.loss if result.losses else None
     print(json.dumps({"step": result.step, "loss": loss,
                       "final": str(result.final) if result.final else None}))  # fmt: skip
-    return 0
-
-
-def _register_bench(bench: Any) -> None:
-    parser = bench.add_parser(
-        "train",
-        help="it/s of a training step (tiny preset, CPU) and the demo model's figures",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps")
-    parser.add_argument(
-        "--demo", type=Path, default=Path("clients/models/demo"), help="demo model bundle"
-    )
-    parser.add_argument(
-        "--heldout", type=Path, default=None, help="held-out synthetic dataset for SSIM/PSNR"
-    )
-    parser.set_defaults(handler=bench_command)
-
-
-def bench_command(args: argparse.Namespace, config: AppConfig) -> int:
-    """Handler of ``anchor bench train``."""
-    from model.training.bench import bench_train, format_report
-
-    report = bench_train(args.steps, args.demo, args.heldout, config)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

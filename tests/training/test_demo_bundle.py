@@ -24,8 +24,8 @@ def test_demo_bundle_is_small_and_loads_strictly() -> None:
 
 @pytest.mark.slow
 def test_demo_figures_on_synthetic_heldout_motion(synth_root: Path) -> None:
-    from model.training.bench import demo_figures
     from server.config import AppConfig
+    from streaming.quality import demo_figures
 
     report = demo_figures(DEMO, synth_root / "heldout", AppConfig(), frames=12)
     assert report["frames"] == 12 and report["size"] == 128 and report["mode"] == "low"
