@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError
 from model.audio2motion.config import Audio2MotionConfig
 from model.config import FaceConfig, ModelConfig, RenderConfig, SamplerConfig, Section
 from model.errors import AnchorError
+from model.training.config import TrainConfig
 
 ENV_PREFIX = "ANCHOR_"
 
@@ -92,6 +93,7 @@ class AppConfig(Section):
     render: RenderConfig = RenderConfig()
     server: ServerConfig = ServerConfig()
     audio2motion: Audio2MotionConfig = Audio2MotionConfig()
+    train: TrainConfig = TrainConfig()
 
 
 class ConfigError(AnchorError):

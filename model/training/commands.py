@@ -206,10 +206,10 @@ def _register_train(commands: Any) -> None:
 
 
 def train_config(args: argparse.Namespace, config: AppConfig) -> Any:
-    """The [train] section (defaults when AppConfig has none) with the flags applied."""
+    """The [train] section with the flags applied (a flag beats the config file)."""
     from model.training.config import TrainConfig
 
-    section = getattr(config, "train", None) or TrainConfig()
+    section = config.train
     updates = {
         "steps": args.steps,
         "batch_size": args.batch_size,
