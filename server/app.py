@@ -19,8 +19,9 @@ import logging
 import re
 import ssl
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -273,22 +274,37 @@ class AnchorServer:
             await self._maybe_remove(session)
 
 
-async def serve_until_signal(config: AppConfig, announce: Any = None) -> int:
-    """Run a server until SIGINT/SIGTERM, then shut down gracefully; returns the exit code."""
+async def serve_until_signal(
+    config: AppConfig,
+    announce: Callable[[AnchorServer], None] | None = None,
+    before_stop: Callable[[], Awaitable[None]] | None = None,
+) -> int:
+    """Run a server until SIGINT/SIGTERM, then shut down gracefully; returns the exit code.
+
+    announce: called once the server listens; before_stop: awaited first on shutdown (an
+    in-process producer stops before the sessions end).
+    """
     import signal
 
     server = AnchorServer(config)
-    await server.start()
-    if announce is not None:
-        announce(server)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
+    # Handlers first: a signal while the model loads still ends in a graceful exit 0.
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop_requested.set)
     try:
+        await server.start()
+        if stop_requested.is_set():
+            return 0
+        if announce is not None:
+            announce(server)
         await stop_requested.wait()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-        await server.stop()
+        try:
+            if before_stop is not None:
+                await before_stop()
+        finally:
+            await server.stop()
     return 0

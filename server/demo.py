@@ -7,7 +7,6 @@ its arms, nods and talks, ``DEMO_CLIP_FRAMES`` frames at 30 fps, looped seamless
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import secrets
@@ -82,20 +81,28 @@ def demo_config(base: AppConfig, host: str, port: int) -> AppConfig:
 
 async def replay_forever(url: str, fps: float) -> None:
     """Producer loop: start, stream the clip in a loop at ``fps``, restart after errors."""
-    from server.producer_client import MotionProducer
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+    from server.producer_client import MotionProducer, ProducerError
 
     while True:
         try:
             async with MotionProducer(url) as producer:
                 await producer.start()
                 await producer.send_frames(demo_frames(fps=fps), fps=fps)
-        except (OSError, TimeoutError, ConnectionError) as err:
+        except (
+            OSError,
+            TimeoutError,
+            ConnectionClosed,
+            InvalidHandshake,
+            ProducerError,
+        ) as err:
             log.warning("demo producer: %s; reconnecting", err)
         await asyncio.sleep(1.0)
 
 
 async def run_demo(config: AppConfig) -> int:
-    """Serve with the demo producer until SIGINT/SIGTERM."""
+    """Serve with the demo producer until SIGINT/SIGTERM (then exit 0)."""
     from server.app import AnchorServer, serve_until_signal
     from server.tokens import mint_token
 
@@ -111,10 +118,10 @@ async def run_demo(config: AppConfig) -> int:
         url = f"{ws}/sessions/{DEMO_SESSION}/motion?token={producer}"
         tasks.append(asyncio.create_task(replay_forever(url, config.render.fps), name="demo"))
 
-    try:
-        return await serve_until_signal(config, announce)
-    finally:
+    async def stop_producer() -> None:
         for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Cancelled (or already failed): either way the producer is gone.
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    return await serve_until_signal(config, announce, before_stop=stop_producer)

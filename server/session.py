@@ -122,8 +122,9 @@ class Session:
         delay = config.server.playout_delay_frames
         if delay is None:
             delay = sampler.window_size - sampler.overlap
+        self.playout_delay_frames = delay
         # Room for the delay plus the largest bursts: a window stride committed at once, the
-        # tail of a run (up to a window and a stride) at its end.
+        # tail of a low-mode run at its end; start_run widens it to the pipeline's latency.
         capacity = delay + 3 * sampler.window_size
         self.video = PlayoutVideoTrack(
             render.fps, render.width, render.height, delay_frames=delay, capacity_frames=capacity
@@ -175,6 +176,10 @@ class Session:
                 f"server.max_in_flight ({limit}) must exceed the sampler's latency "
                 f"({pipeline.latency_frames} frames), or no frame could ever be committed"
             )
+        # The end of a run releases every frame the pipeline holds at once (exact mode: many
+        # windows): the live view must have room to play that tail out.
+        buffer = self.video.buffer
+        buffer.capacity = max(buffer.capacity, self.playout_delay_frames + pipeline.latency_frames)
         recorder = None
         recordings = self.config.server.recordings_dir
         self.runs_started += 1

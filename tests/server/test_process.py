@@ -8,7 +8,8 @@ import contextlib
 import json
 import signal
 import subprocess
-import tempfile
+import sys
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,16 @@ import pytest
 from serverkit import SECRET, tiny_config
 from websockets.asyncio.client import connect
 
-from server.bench_e2e import free_port, start_server
+from server.bench_e2e import ROOT, free_port, start_server
 from server.demo import demo_frames
 from server.media import read_seq
 from server.producer_client import MotionProducer
 from server.tokens import mint_token
+from server.viewer_client import ViewerProbe
 
 CHROMIUM = "/usr/bin/chromium"
+# Demo frames a viewer must see (by seq barcode) before the demo is stopped.
+DEMO_SEQS = 20
 
 
 def _serve(tmp_path: Path) -> tuple[Any, Any]:
@@ -121,35 +125,37 @@ def test_headless_chromium_decodes_video(tmp_path: Path) -> None:
         async with MotionProducer(producer_url) as producer:
             await producer.start()
             sender = asyncio.create_task(producer.send_frames(demo_frames(0, 3000), fps=30.0))
-            with tempfile.TemporaryDirectory() as profile:
-                browser = await asyncio.create_subprocess_exec(
-                    CHROMIUM,
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--autoplay-policy=no-user-gesture-required",
-                    # host candidates on 127.0.0.1, as plain addresses (no mDNS names)
-                    "--allow-loopback-in-peer-connection",
-                    "--disable-features=WebRtcHideLocalIpsWithMdns",
-                    f"--user-data-dir={profile}",
-                    f"--remote-debugging-port={debug_port}",
-                    page,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                try:
-                    result.append(await _page_frames(debug_port, 90.0))
-                finally:
-                    browser.terminate()
-                    await browser.wait()
-                    sender.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await sender
+            # In tmp_path, not a TemporaryDirectory: Chromium's helper processes may still
+            # write to the profile for a moment after the browser exits.
+            profile = tmp_path / "chromium-profile"
+            browser = await asyncio.create_subprocess_exec(
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--autoplay-policy=no-user-gesture-required",
+                # host candidates on 127.0.0.1, as plain addresses (no mDNS names)
+                "--allow-loopback-in-peer-connection",
+                "--disable-features=WebRtcHideLocalIpsWithMdns",
+                f"--user-data-dir={profile}",
+                f"--remote-debugging-port={debug_port}",
+                page,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                result.append(await _page_frames(debug_port, 90.0))
+            finally:
+                browser.terminate()
+                await browser.wait()
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
 
     try:
         asyncio.run(main())
@@ -162,3 +168,44 @@ def test_headless_chromium_decodes_video(tmp_path: Path) -> None:
                 process.kill()
     frames, state = result[0]
     assert frames > 0, f"page state: {state}"
+
+
+async def _demo_streams_then_stops(signum: int) -> tuple[list[int], int]:
+    """Run ``anchor demo --port 0``, view it, signal it; (seqs seen, exit code)."""
+    command = [sys.executable, "-m", "server.cli", "--set", "server.stamp_seq=true"]
+    process = await asyncio.create_subprocess_exec(
+        *command, "demo", "--port", "0", cwd=ROOT, stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        page = ""
+        for _ in range(100):  # lines before the URL, if any
+            line = (await asyncio.wait_for(process.stdout.readline(), 180.0)).decode()
+            if line.startswith("viewer: ") or not line:
+                page = line.removeprefix("viewer: ").strip()
+                break
+        parts = urllib.parse.urlsplit(page)
+        assert parts.scheme == "http" and parts.port, f"no viewer URL printed: {page!r}"
+        assert "token=" in parts.query
+        viewer = ViewerProbe(f"ws://{parts.netloc}{parts.path}/view?{parts.query}")
+        await viewer.connect()
+        try:
+            await viewer.wait_seq(DEMO_SEQS, 180.0)
+        finally:
+            await viewer.close()
+        process.send_signal(signum)
+        code = await asyncio.wait_for(process.wait(), 120.0)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return [frame.seq for frame in viewer.frames if frame.seq is not None], code
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_demo_prints_a_viewer_url_streams_and_exits_zero(signum: int) -> None:
+    seqs, code = asyncio.run(_demo_streams_then_stops(signum))
+    assert code == 0
+    # the looping demo producer's frames reach the viewer, in order
+    assert len(set(seqs)) >= DEMO_SEQS // 2 and seqs == sorted(seqs)
