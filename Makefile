@@ -13,8 +13,10 @@ TEST_APT_PACKAGES := chromium espeak-ng
 TORCH ?= auto
 TORCH_CPU_VERSION ?= 2.13.0
 DEMO_OUT ?= out/demo.mp4
+DEMO_HOST ?= 127.0.0.1
+DEMO_PORT ?= 8765
 
-.PHONY: all bootstrap system-packages test-packages apt-install demo test lint typecheck unit bench clean
+.PHONY: all bootstrap system-packages test-packages apt-install demo demo-video test lint typecheck unit bench clean
 
 all: test
 
@@ -51,7 +53,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps "PyOpenGL==3.1.10"
 	touch $(STAMP)
 
+# The live demo: server + looping producer with the trained demo model; prints the
+# viewer URL (open it in a browser); Ctrl-C stops it.
 demo: bootstrap
+	$(BIN)/anchor demo --host $(DEMO_HOST) --port $(DEMO_PORT)
+
+# The same model offline: the bundled motion clip rendered to an mp4.
+demo-video: bootstrap
 	@mkdir -p $(dir $(DEMO_OUT))
 	$(BIN)/anchor --config configs/demo.toml generate clients/samples/wave_talkshow.npy --out $(DEMO_OUT)
 	@echo "demo video written to $(DEMO_OUT)"

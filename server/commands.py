@@ -22,6 +22,11 @@ def register(commands: Any, bench: Any) -> None:
     )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8765)
+    demo.add_argument(
+        "--tiny",
+        action="store_true",
+        help="random tiny networks instead of the trained demo model (clients/models/demo)",
+    )
     demo.set_defaults(handler=_demo)
 
     token = commands.add_parser("token", help="mint a session token (server.token_secret)")
@@ -44,9 +49,12 @@ def _serve(args: argparse.Namespace, config: AppConfig) -> int:
 
 
 def _demo(args: argparse.Namespace, config: AppConfig) -> int:
-    from server.demo import demo_config, run_demo
+    from server.demo import DEMO_MODEL, demo_config, run_demo, with_demo_model
 
-    return asyncio.run(run_demo(demo_config(config, args.host, args.port)))
+    demo = demo_config(config, args.host, args.port)
+    if not args.tiny and (DEMO_MODEL / "bundle.json").is_file():
+        demo = with_demo_model(demo)
+    return asyncio.run(run_demo(demo))
 
 
 def _token(args: argparse.Namespace, config: AppConfig) -> int:

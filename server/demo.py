@@ -7,10 +7,12 @@ its arms, nods and talks, ``DEMO_CLIP_FRAMES`` frames at 30 fps, looped seamless
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -76,6 +78,33 @@ def demo_config(base: AppConfig, host: str, port: int) -> AppConfig:
         recordings_dir=None,
         sampler_mode="low",
     )
+    return AppConfig.model_validate(data)
+
+
+# The demo model trained on the synthetic anchor (see README, "Training").
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "clients" / "models" / "demo"
+
+
+def with_demo_model(config: AppConfig, folder: Path = DEMO_MODEL) -> AppConfig:
+    """``config`` switched from the tiny random networks to the trained demo bundle, with
+    the sampler settings it was trained and measured with (its ``bundle.json``)."""
+    meta_path = folder / "bundle.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"demo model not found: {meta_path}")
+    meta = json.loads(meta_path.read_text())
+    size = int(meta["image_size"])
+    data = config.model_dump()
+    data["model"].update(
+        preset="bundle", checkpoint_path=folder, attention=meta.get("attention", "per-frame")
+    )
+    data["sampler"].update(
+        steps=int(meta["steps"]),
+        guidance_scale=float(meta["guidance_scale"]),
+        controlnet_scale=float(meta["controlnet_scale"]),
+        window_size=int(meta["window_size"]),
+        overlap=int(meta["overlap"]),
+    )
+    data["render"].update(width=size, height=size)
     return AppConfig.model_validate(data)
 
 
