@@ -282,14 +282,15 @@ def build_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConfi
 
 
 def _bundle_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConfig) -> Components:
-    """A trained bundle (``anchor train ... --out O`` then ``O/final``) as Components."""
-    from model.training.bundle import load_bundle
+    """A trained bundle (``anchor train ... --out O`` then ``O/final``) as Components, with
+    its face model (``head/``) when ``face.enabled``."""
+    from model.training.bundle import has_face_model, load_bundle
 
     if model.checkpoint_path is None:
         raise AnchorError("model.checkpoint_path is not set: name the bundle folder")
-    if face.enabled:
+    if face.enabled and not has_face_model(model.checkpoint_path):
         raise AnchorError(
-            f"model.checkpoint_path {model.checkpoint_path}: a bundle holds no face model; "
-            "set face.enabled = false"
+            f"model.checkpoint_path {model.checkpoint_path}: this bundle holds no face model "
+            "(head/unet; train one with anchor train face); set face.enabled = false"
         )
-    return load_bundle(model.checkpoint_path, model, sampler)
+    return load_bundle(model.checkpoint_path, model, sampler, face=face)

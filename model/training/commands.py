@@ -184,7 +184,13 @@ def _register_train(commands: Any) -> None:
             default=None,
             help="continue from OUT's latest checkpoint (or the one given)",
         )
-        if kind != "vae":
+        if kind == "vae":
+            parser.add_argument(
+                "--faces",
+                action="store_true",
+                help="train on the face crops: the autoencoder of the face model",
+            )
+        else:
             parser.add_argument(
                 "--stage",
                 choices=("pretrain", "finetune"),
@@ -244,6 +250,7 @@ def train_command(args: argparse.Namespace, config: AppConfig) -> int:
         image_size=args.image_size,
         resume=args.resume,
         validation=list(getattr(args, "validation_data", None) or []),
+        faces=getattr(args, "faces", False),
     )
     result = train(run, train_config(args, config), config.model)
     loss = result.loss if result.losses else None

@@ -47,7 +47,8 @@ class TrainingSamples(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
 
     Body sample: ``target``, ``condition``, ``reference`` (3, S, S) float32 [0, 1] and
     ``drop`` () bool (use the null embedding). Face: the same from the face crops plus
-    ``mask`` (1, S, S) (1 = keep). VAE: ``target`` only.
+    ``mask`` (1, S, S) (1 = keep). VAE: ``target`` only (the face crops with
+    ``faces``: the face model's autoencoder).
     """
 
     def __init__(
@@ -59,17 +60,19 @@ class TrainingSamples(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
         condition_dropout: float,
         perturbation_probability: float,
         foreground_only: bool = False,
+        faces: bool = False,
     ) -> None:
         if not folders:
             raise AnchorError("--data: at least one dataset folder is required")
         self.kind, self.seed = kind, seed
+        self.faces = faces or kind == "face"
         self.condition_dropout = condition_dropout
         self.perturbation_probability = perturbation_probability
         self.frames: list[_Frame] = []
         sizes = set()
         for folder in folders:
             header, entries = load_dataset(folder)
-            sizes.add(header.face_size if kind == "face" else header.size)
+            sizes.add(header.face_size if self.faces else header.size)
             use_foreground = foreground_only and header.foreground
             if use_foreground and entries[0].foreground is None:
                 raise AnchorError(f"dataset {folder}: header says foreground, manifest has none")
@@ -97,7 +100,7 @@ class TrainingSamples(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
         entry = frame.entry
         generator = np.random.default_rng([self.seed, position])
         if self.kind == "vae":
-            return {"target": self._read(frame, entry, "frame")}
+            return {"target": self._read(frame, entry, "face" if self.faces else "frame")}
         references = entry.references or [entry.index]
         reference = frame.clip_entries[int(generator.choice(references))]
         perturbed = bool(entry.perturbed) and generator.random() < self.perturbation_probability

@@ -68,6 +68,8 @@ class TrainRun:
     image_size: int | None = None
     resume: str | None = None  # "latest" or a checkpoint folder
     validation: list[Path] = field(default_factory=list)
+    # vae only: train on the face crops (the face model's autoencoder) instead of frames.
+    faces: bool = False
 
     @property
     def part(self) -> str:
@@ -140,6 +142,7 @@ class Trainer:
             foreground_only=config.foreground_only
             and run.stage == "pretrain"
             and run.kind != "vae",
+            faces=run.faces,
         )
         self.frozen: FrozenNetworks | None = None
         self.networks: PartNetworks | None = None
@@ -360,6 +363,8 @@ class Trainer:
                 save_bundle(folder, self.frozen)
                 if self.run.kind == "body":
                     self._save_reference(folder)
+                else:
+                    self._save_face_reference(folder)
         if self.ema is not None:
             self.ema.restore(self.parameters)
         return folder
@@ -377,6 +382,16 @@ class Trainer:
         meta = {"image_size": self.samples.size, "controlnet_scale": 1.0,
                 "trained_steps": self.counter.step, "init": self.run.init}  # fmt: skip
         (folder / BUNDLE_META).write_text(json.dumps(meta, indent=2) + "\n")
+
+    def _save_face_reference(self, folder: Path) -> None:
+        """``head/reference.png``: the face crop of the frame the body bundle's
+        ``reference.png`` shows (the face model's default appearance)."""
+        from model.training.bundle import FACE_PART, REFERENCE
+
+        first = self.samples.frames[0]
+        reference = self.samples._read(first, first.clip_entries[0], "face")
+        array = (reference.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        Image.fromarray(array).save(folder / FACE_PART / REFERENCE)
 
     @torch.no_grad()
     def _calibrate_vae_scale(self, frames: int = 64) -> None:

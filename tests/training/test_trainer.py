@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from model.config import ModelConfig
 from model.errors import AnchorError, WeightsError
 from model.training.config import TrainConfig
 from model.training.data import TrainingSamples
+from model.training.dataset import read_png
 from model.training.losses import appearance_tokens
 from model.training.networks import initial_networks, save_part
 from model.training.trainer import Trainer, TrainRun, latest_checkpoint
@@ -144,6 +146,9 @@ def test_face_and_autoencoder_training_run(synth_root: Path, tmp_path: Path) -> 
                    _config(steps=2), MODEL).train()  # fmt: skip
     assert face.step == 2 and all(torch.isfinite(torch.tensor(face.losses)))
     assert (tmp_path / "face" / "final" / "head" / "unet").is_dir()
+    # The face appearance image a bundle's face model defaults to: a face crop.
+    with Image.open(tmp_path / "face" / "final" / "head" / "reference.png") as reference:
+        assert reference.size == (32, 32)
     vae = Trainer(TrainRun("vae", [synth_root / "train"], tmp_path / "vae"),
                   _config(steps=2), MODEL).train()  # fmt: skip
     assert vae.final is not None
@@ -173,3 +178,12 @@ def test_stage_one_trains_on_the_foreground_but_the_autoencoder_on_whole_frames(
     assert body.samples.foreground_only
     vae = Trainer(TrainRun("vae", data, tmp_path / "v"), _config(), MODEL)
     assert not vae.samples.foreground_only
+
+
+def test_face_autoencoder_trains_on_the_face_crops(synth_root: Path) -> None:
+    train = synth_root / "train"
+    samples = TrainingSamples([train], "vae", None, 0, 0.0, 0.0, faces=True)
+    target = samples[0]["target"]
+    face = read_png(train / samples.frames[samples.frame_at(0)].entry.face)
+    assert target.shape == (3, 32, 32)
+    assert torch.equal((target * 255).round().byte().permute(1, 2, 0), torch.from_numpy(face))
