@@ -20,7 +20,13 @@ from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 from model.scheduling import DDIMFrameScheduler
-from model.sgdm import conditioning_embedding, precomputed_conditioning, vae_decode, vae_encode
+from model.sgdm import (
+    conditioning_embedding,
+    controlnet_unet_noise,
+    precomputed_conditioning,
+    vae_decode,
+    vae_encode,
+)
 
 
 class FaceEnhancer:
@@ -126,24 +132,16 @@ class FaceEnhancer:
             ).to(self.dtype)
             t = torch.full((count * halves,), timestep, device=self.device, dtype=torch.int64)
             with precomputed_conditioning(self.controlnet):
-                down, mid = self.controlnet(
+                noise = controlnet_unet_noise(
+                    self.unet,
+                    self.controlnet,
                     model_input.to(self.dtype),
+                    unet_input,
                     t,
-                    encoder_hidden_states=tokens,
-                    controlnet_cond=torch.cat([embedding] * halves),
-                    conditioning_scale=self.controlnet_scale,
-                    return_dict=False,
+                    tokens,
+                    torch.cat([embedding] * halves),
+                    self.controlnet_scale,
+                    self.guidance_scale,
                 )
-            noise = self.unet(
-                unet_input,
-                t,
-                encoder_hidden_states=tokens,
-                down_block_additional_residuals=list(down),
-                mid_block_additional_residual=mid,
-                return_dict=False,
-            )[0].float()
-            if guided:
-                cond, uncond = noise.chunk(2)
-                noise = uncond + self.guidance_scale * (cond - uncond)
             latents = self.scheduler.step_frames(noise, step_index, latents)
         return vae_decode(self.vae, latents)

@@ -46,6 +46,47 @@ def precomputed_conditioning(controlnet: ControlNetModel) -> Iterator[None]:
         controlnet.controlnet_cond_embedding = embedding_module
 
 
+def controlnet_unet_noise(
+    unet: UNet2DConditionModel,
+    controlnet: ControlNetModel,
+    control_input: torch.Tensor,
+    unet_input: torch.Tensor,
+    timesteps: torch.Tensor,
+    tokens: torch.Tensor,
+    controlnet_cond: torch.Tensor,
+    controlnet_scale: float,
+    guidance_scale: float,
+) -> torch.Tensor:
+    """One ControlNet + UNet evaluation, guided when ``guidance_scale > 1``.
+
+    control_input: (B, 4, h, w) noisy latents for the ControlNet; unet_input: (B, Cu, h, w)
+    (the same latents, or with inpainting channels appended); timesteps (B,); tokens
+    (B, T, D); controlnet_cond: (B, ...) image or precomputed embedding. With guidance the
+    batch holds the cond half then the uncond half, and the result is
+    uncond + g * (cond - uncond), (B/2, 4, h, w) float32; else (B, 4, h, w) float32.
+    """
+    down, mid = controlnet(
+        control_input,
+        timesteps,
+        encoder_hidden_states=tokens,
+        controlnet_cond=controlnet_cond,
+        conditioning_scale=controlnet_scale,
+        return_dict=False,
+    )
+    noise = unet(
+        unet_input,
+        timesteps,
+        encoder_hidden_states=tokens,
+        down_block_additional_residuals=list(down),
+        mid_block_additional_residual=mid,
+        return_dict=False,
+    )[0].float()
+    if guidance_scale > 1.0:
+        cond, uncond = noise.chunk(2)
+        noise = uncond + guidance_scale * (cond - uncond)
+    return noise
+
+
 @torch.no_grad()
 def conditioning_embedding(controlnet: ControlNetModel, images: torch.Tensor) -> torch.Tensor:
     """ControlNet conditioning-image embedding: (N, 3, H, W) [0, 1] -> (N, C0, H/8, W/8).

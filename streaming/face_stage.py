@@ -30,7 +30,13 @@ from model.config import FaceConfig, SamplerConfig
 from model.denoiser import WindowDenoiser
 from model.face_geometry import blend_masks, crop_faces, face_region_masks, paste_back
 from model.face_sgdm import FaceEnhancer
-from model.sgdm import conditioning_embedding, precomputed_conditioning, vae_decode, vae_encode
+from model.sgdm import (
+    conditioning_embedding,
+    controlnet_unet_noise,
+    precomputed_conditioning,
+    vae_decode,
+    vae_encode,
+)
 from streaming.frames import CommittedFrame, ConditionFrame
 from streaming.sampler import WindowSampler
 
@@ -157,25 +163,17 @@ class FaceWindowDenoiser:
         unet_input = torch.cat([model_input, torch.cat([inpaint] * halves).to(enhancer.dtype)], 1)
         per_frame_t = torch.cat([timesteps.to(enhancer.device).repeat_interleave(frames)] * halves)
         with self.context.frames(frames), precomputed_conditioning(enhancer.controlnet):
-            down, mid = enhancer.controlnet(
+            noise = controlnet_unet_noise(
+                enhancer.unet,
+                enhancer.controlnet,
                 model_input,
-                per_frame_t,
-                encoder_hidden_states=tokens,
-                controlnet_cond=torch.cat([embedding] * halves).to(enhancer.dtype),
-                conditioning_scale=enhancer.controlnet_scale,
-                return_dict=False,
-            )
-            noise = enhancer.unet(
                 unet_input,
                 per_frame_t,
-                encoder_hidden_states=tokens,
-                down_block_additional_residuals=list(down),
-                mid_block_additional_residual=mid,
-                return_dict=False,
-            )[0].float()
-        if guided:
-            cond, uncond = noise.chunk(2)
-            noise = uncond + enhancer.guidance_scale * (cond - uncond)
+                tokens,
+                torch.cat([embedding] * halves).to(enhancer.dtype),
+                enhancer.controlnet_scale,
+                enhancer.guidance_scale,
+            )
         return noise.reshape(latents.shape)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

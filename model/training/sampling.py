@@ -8,7 +8,7 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 from model.noise import frame_noise
 from model.scheduling import DDIMFrameScheduler
-from model.sgdm import vae_decode
+from model.sgdm import controlnet_unet_noise, vae_decode
 from model.training.losses import clip_tokens
 from model.training.networks import FrozenNetworks
 
@@ -46,24 +46,16 @@ def sample_body(
     for index, timestep in enumerate(scheduler.timesteps.tolist()):
         model_input = torch.cat([latents] * halves).to(dtype)
         t = torch.full((count * halves,), timestep, device=device, dtype=torch.int64)
-        down, mid = controlnet(
+        noise = controlnet_unet_noise(
+            unet,
+            controlnet,
+            model_input,
             model_input,
             t,
-            encoder_hidden_states=tokens,
-            controlnet_cond=torch.cat([images] * halves),
-            conditioning_scale=controlnet_scale,
-            return_dict=False,
+            tokens,
+            torch.cat([images] * halves),
+            controlnet_scale,
+            guidance_scale,
         )
-        noise = unet(
-            model_input,
-            t,
-            encoder_hidden_states=tokens,
-            down_block_additional_residuals=list(down),
-            mid_block_additional_residual=mid,
-            return_dict=False,
-        )[0].float()
-        if guided:
-            cond, uncond = noise.chunk(2)
-            noise = uncond + guidance_scale * (cond - uncond)
         latents = scheduler.step_frames(noise.cpu(), index, latents.cpu()).to(device)
     return vae_decode(frozen.vae, latents)
