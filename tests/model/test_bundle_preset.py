@@ -31,11 +31,24 @@ def test_bundle_preset_names_what_is_missing(tmp_path: Path) -> None:
     sampler = SamplerConfig()
     with pytest.raises(AnchorError, match=r"model\.checkpoint_path is not set"):
         build_components(ModelConfig(preset="bundle"), sampler, FaceConfig(enabled=False))
-    with pytest.raises(AnchorError, match=r"face\.enabled = false"):
-        build_components(ModelConfig(preset="bundle", checkpoint_path=DEMO), sampler, FaceConfig())
+    with pytest.raises(AnchorError, match=r"no face model.*face\.enabled = false"):
+        build_components(
+            ModelConfig(preset="bundle", checkpoint_path=tmp_path), sampler, FaceConfig()
+        )
     with pytest.raises(AnchorError, match="body"):
         build_components(
             ModelConfig(preset="bundle", checkpoint_path=tmp_path),
             sampler,
             FaceConfig(enabled=False),
         )
+
+
+def test_demo_bundle_attaches_its_face_model() -> None:
+    model = ModelConfig(preset="bundle", checkpoint_path=DEMO, device="cpu", attention="per-frame")
+    sampler = SamplerConfig(steps=2, guidance_scale=1.0, controlnet_scale=1.0)
+    face = FaceConfig(enabled=True, size=64, steps=2, guidance_scale=1.0)
+    components = build_components(model, sampler, face)
+    assert components.face is not None and components.face.size == 64
+    crops = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    enhanced = components.face.enhance(crops, crops, torch.ones(1, 1, 64, 64))
+    assert enhanced.shape == (1, 3, 64, 64) and torch.isfinite(enhanced).all()

@@ -31,3 +31,16 @@ def test_demo_figures_on_synthetic_heldout_motion(synth_root: Path) -> None:
     assert report["frames"] == 12 and report["size"] == 128 and report["mode"] == "low"
     # The demo anchor was trained on this figure and scene: far from noise.
     assert report["ssim"] > 0.5 and report["psnr"] > 18.0
+
+
+def test_demo_config_runs_the_bundles_face_model() -> None:
+    from model.components import build_components
+    from server.config import load_config
+
+    config = load_config(DEMO.parents[2] / "configs" / "demo.toml", environ={})
+    assert config.face.enabled and config.face.size == bundle_meta(DEMO)["face"]["size"]
+    model = config.model.model_copy(update={"checkpoint_path": DEMO})
+    components = build_components(model, config.sampler, config.face)
+    assert components.face is not None and components.face.size == config.face.size
+    # The face model runs on its own autoencoder (head/vae), not the scene's.
+    assert components.face.vae is not components.denoiser.vae
