@@ -87,7 +87,8 @@ DEMO_MODEL = Path(__file__).resolve().parents[1] / "clients" / "models" / "demo"
 
 def with_demo_model(config: AppConfig, folder: Path = DEMO_MODEL) -> AppConfig:
     """``config`` switched from the tiny random networks to the trained demo bundle, with
-    the sampler settings it was trained and measured with (its ``bundle.json``)."""
+    the sampler and face settings it was trained and measured with (its ``bundle.json``);
+    face enhancement is on when the bundle carries a face model (``head/``)."""
     meta_path = folder / "bundle.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"demo model not found: {meta_path}")
@@ -105,6 +106,15 @@ def with_demo_model(config: AppConfig, folder: Path = DEMO_MODEL) -> AppConfig:
         overlap=int(meta["overlap"]),
     )
     data["render"].update(width=size, height=size)
+    face = meta.get("face")
+    if face is not None and (folder / "head" / "unet").is_dir():
+        data["face"].update(
+            enabled=True,
+            size=int(face["size"]),
+            steps=int(face["steps"]),
+            guidance_scale=float(face["guidance_scale"]),
+            controlnet_scale=float(face["controlnet_scale"]),
+        )
     return AppConfig.model_validate(data)
 
 
