@@ -190,6 +190,12 @@ def _register_train(commands: Any) -> None:
                 action="store_true",
                 help="train on the face crops: the autoencoder of the face model",
             )
+            parser.add_argument(
+                "--decoder-only",
+                action="store_true",
+                help="train the decoder only (encoder and scaling factor frozen: latents of "
+                "models trained on this autoencoder stay valid); use with --init FOLDER",
+            )
         else:
             parser.add_argument(
                 "--stage",
@@ -251,6 +257,7 @@ def train_command(args: argparse.Namespace, config: AppConfig) -> int:
         resume=args.resume,
         validation=list(getattr(args, "validation_data", None) or []),
         faces=getattr(args, "faces", False),
+        decoder_only=getattr(args, "decoder_only", False),
     )
     result = train(run, train_config(args, config), config.model)
     loss = result.loss if result.losses else None

@@ -70,6 +70,10 @@ class TrainRun:
     validation: list[Path] = field(default_factory=list)
     # vae only: train on the face crops (the face model's autoencoder) instead of frames.
     faces: bool = False
+    # vae only: train the decoder (and post_quant_conv) only. The encoder, quant_conv and
+    # scaling factor stay as they are, so a body model trained on this autoencoder's
+    # latents stays valid.
+    decoder_only: bool = False
 
     @property
     def part(self) -> str:
@@ -156,7 +160,12 @@ class Trainer:
             self._check_sizes()
         for network in trained:
             network.train().requires_grad_(True)
-        self.parameters = [p for network in trained for p in network.parameters()]
+        if run.kind == "vae" and run.decoder_only:
+            self.vae.encoder.requires_grad_(False)
+            self.vae.quant_conv.requires_grad_(False)
+        self.parameters = [
+            p for network in trained for p in network.parameters() if p.requires_grad
+        ]
         self.optimizer = torch.optim.AdamW(
             self.parameters, lr=config.learning_rate, weight_decay=config.weight_decay
         )
@@ -355,7 +364,8 @@ class Trainer:
             self.ema.copy_to(self.parameters)
         if self.accelerator.is_main_process:
             if self.run.kind == "vae":
-                self._calibrate_vae_scale()
+                if not self.run.decoder_only:
+                    self._calibrate_vae_scale()
                 self._save_networks(folder)
             else:
                 assert self.frozen is not None

@@ -187,3 +187,32 @@ def test_face_autoencoder_trains_on_the_face_crops(synth_root: Path) -> None:
     face = read_png(train / samples.frames[samples.frame_at(0)].entry.face)
     assert target.shape == (3, 32, 32)
     assert torch.equal((target * 255).round().byte().permute(1, 2, 0), torch.from_numpy(face))
+
+
+def test_decoder_only_autoencoder_training_keeps_the_latent_space(
+    synth_root: Path, tmp_path: Path
+) -> None:
+    data = [synth_root / "train"]
+    first = Trainer(TrainRun("vae", data, tmp_path / "first"), _config(steps=2), MODEL).train()
+    assert first.final is not None
+    run = TrainRun("vae", data, tmp_path / "decoder", init=str(first.final), decoder_only=True)
+    trainer = Trainer(run, _config(steps=3), MODEL)
+    trained_names = {id(p) for p in trainer.parameters}
+    assert not any(id(p) in trained_names for p in trainer.vae.encoder.parameters())
+    result = trainer.train()
+    assert result.final is not None
+
+    def state(folder: Path) -> dict[str, torch.Tensor]:
+        return load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
+
+    before, after = state(first.final), state(result.final)
+    frozen = [key for key in before if key.startswith(("encoder.", "quant_conv."))]
+    decoder = [key for key in before if key.startswith(("decoder.", "post_quant_conv."))]
+    assert frozen and decoder
+    assert all(torch.equal(before[key], after[key]) for key in frozen)
+    assert any(not torch.equal(before[key], after[key]) for key in decoder)
+    scale = [
+        json.loads((folder / "vae" / "config.json").read_text())["scaling_factor"]
+        for folder in (first.final, result.final)
+    ]
+    assert scale[0] == scale[1]  # not recalibrated: the body model's latents stay valid
