@@ -56,15 +56,22 @@ def tiny_unet(in_channels: int = 4) -> UNet2DConditionModel:
 
 
 def tiny_controlnet(unet: UNet2DConditionModel, in_channels: int | None = None) -> ControlNetModel:
+    """The tiny preset's ControlNet: ``controlnet_from_unet`` with its conditioning widths."""
+    return controlnet_from_unet(unet, _CONDITIONING_CHANNELS, in_channels)
+
+
+def controlnet_from_unet(
+    unet: UNet2DConditionModel, conditioning: tuple[int, ...], in_channels: int | None = None
+) -> ControlNetModel:
     """``ControlNetModel.from_unet`` (weights copied from the UNet, zero output convs).
 
-    in_channels overrides the UNet's (the face ControlNet sees only the 4-channel noisy
-    latent while its inpainting UNet takes 9 channels).
+    conditioning: the conditioning-image embedding's channel widths. in_channels overrides
+    the UNet's (the face ControlNet sees only the 4-channel noisy latent while its
+    inpainting UNet takes 9 channels); the time embedding, down and mid blocks are then
+    copied by hand, as from_unet would.
     """
     if in_channels is None or in_channels == unet.config["in_channels"]:
-        return ControlNetModel.from_unet(
-            unet, conditioning_embedding_out_channels=_CONDITIONING_CHANNELS
-        )
+        return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=conditioning)
     config = dict(unet.config)
     controlnet = ControlNetModel(
         in_channels=in_channels,
@@ -74,11 +81,10 @@ def tiny_controlnet(unet: UNet2DConditionModel, in_channels: int | None = None) 
         cross_attention_dim=config["cross_attention_dim"],
         attention_head_dim=config["attention_head_dim"],
         norm_num_groups=config["norm_num_groups"],
-        conditioning_embedding_out_channels=_CONDITIONING_CHANNELS,
+        conditioning_embedding_out_channels=conditioning,
     )
-    controlnet.time_embedding.load_state_dict(unet.time_embedding.state_dict())
-    controlnet.down_blocks.load_state_dict(unet.down_blocks.state_dict())
-    controlnet.mid_block.load_state_dict(unet.mid_block.state_dict())
+    for name in ("time_embedding", "down_blocks", "mid_block"):
+        getattr(controlnet, name).load_state_dict(getattr(unet, name).state_dict())
     return controlnet
 
 

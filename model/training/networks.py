@@ -41,7 +41,14 @@ from model.loading import (
     load_vae,
     require_folder,
 )
-from model.presets import TINY_WIDTH, tiny_clip_vision, tiny_controlnet, tiny_unet, tiny_vae
+from model.presets import (
+    TINY_WIDTH,
+    controlnet_from_unet,
+    tiny_clip_vision,
+    tiny_controlnet,
+    tiny_unet,
+    tiny_vae,
+)
 
 FAMILIES = ("tiny", "demo", "sd15")
 NULL_EMBEDDING = "null_embedding.safetensors"
@@ -122,35 +129,14 @@ def initial_networks(init: str, part: str, model: ModelConfig) -> PartNetworks:
             controlnet = tiny_controlnet(unet, in_channels=4 if face else None)
         elif init == "demo":
             unet = demo_unet(in_channels=9 if face else 4)
-            controlnet = _controlnet_from(unet, DEMO_CONDITIONING_CHANNELS, 4 if face else None)
+            controlnet = controlnet_from_unet(unet, DEMO_CONDITIONING_CHANNELS, 4 if face else None)
         else:
             sd = require_folder(model.sd_path, "model.sd_path")
             field = "model.sd_path" if not face else "model.sd_inpainting_path"
             root = sd if not face else require_folder(model.sd_inpainting_path, field)
             unet = load_unet(require_folder(root, field, "unet"), field)
-            controlnet = _controlnet_from(unet, (16, 32, 96, 256), 4 if face else None)
+            controlnet = controlnet_from_unet(unet, (16, 32, 96, 256), 4 if face else None)
     return PartNetworks(unet, controlnet)
-
-
-def _controlnet_from(
-    unet: UNet2DConditionModel, conditioning: tuple[int, ...], in_channels: int | None
-) -> ControlNetModel:
-    if in_channels is None or in_channels == unet.config["in_channels"]:
-        return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=conditioning)
-    config = dict(unet.config)
-    controlnet = ControlNetModel(
-        in_channels=in_channels,
-        down_block_types=config["down_block_types"],
-        block_out_channels=config["block_out_channels"],
-        layers_per_block=config["layers_per_block"],
-        cross_attention_dim=config["cross_attention_dim"],
-        attention_head_dim=config["attention_head_dim"],
-        norm_num_groups=config["norm_num_groups"],
-        conditioning_embedding_out_channels=conditioning,
-    )
-    for name in ("time_embedding", "down_blocks", "mid_block"):
-        getattr(controlnet, name).load_state_dict(getattr(unet, name).state_dict())
-    return controlnet
 
 
 def frozen_networks(
