@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.bootstrapped
 # Offscreen OpenGL for pyrender: EGL (Mesa, also software) first, OSMesa as the fallback.
 APT_PACKAGES := libegl1 libgl1 libegl-mesa0 libgles2 libosmesa6 libglu1-mesa
-# Only for the tests: a real browser for the viewer page, real speech for audio-to-motion.
-TEST_APT_PACKAGES := chromium espeak-ng
+# Only for the tests: a real browser for the viewer page, real speech for audio-to-motion,
+# a real Janus SFU and an nginx RTMP/HLS server for the scale-out tests.
+TEST_APT_PACKAGES := chromium espeak-ng janus nginx libnginx-mod-rtmp
 # TORCH=cpu|cuda|skip; auto: the CUDA build when nvidia-smi sees a GPU, else the CPU build.
 TORCH ?= auto
 TORCH_CPU_VERSION ?= 2.13.0
@@ -45,10 +46,12 @@ $(STAMP): pyproject.toml Makefile
 	  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then mode=cuda; else mode=cpu; fi; fi; \
 	echo "torch: $$mode build"; \
 	if [ "$$mode" = cpu ]; then $(BIN)/pip install -q "torch==$(TORCH_CPU_VERSION)"; \
-	elif [ "$$mode" = cuda ]; then $(BIN)/pip install -q torch; fi
+	elif [ "$$mode" = cuda ]; then $(BIN)/pip install -q torch; fi; \
+	if [ "$$mode" = cuda ]; then echo ort-gpu > $(VENV)/ort-extra; else echo ort-cpu > $(VENV)/ort-extra; fi
 	# Pin whatever torch is now installed so no dependency can swap it for another build.
 	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
-	$(BIN)/pip install -q -c $(VENV)/torch-constraint.txt -e ".[dev]"
+	# One ONNX Runtime build only (onnxruntime-gpu next to a CUDA torch, else the CPU one).
+	$(BIN)/pip install -q -c $(VENV)/torch-constraint.txt -e ".[dev,$$(cat $(VENV)/ort-extra)]"
 	# pyrender pins PyOpenGL 3.1.0; OSMesa needs >= 3.1.4 and NumPy 2 needs a current one.
 	$(BIN)/pip install -q --no-deps "PyOpenGL==3.1.10"
 	touch $(STAMP)
