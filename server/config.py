@@ -84,6 +84,31 @@ class ServerConfig(Section):
     sampler_mode: Literal["low", "exact"] = "low"
 
 
+class ClusterConfig(Section):
+    """Session workers on a Ray cluster (scale-out issue, section 1).
+
+    With ``ray_address`` set, each session's model worker (render, sampler, decode, face)
+    runs in its own Ray actor holding ``num_gpus`` and ``num_cpus``; the server keeps the
+    network edges and streams frames to and from the actor.
+    """
+
+    # None = the in-process model worker (default); "local" = start a Ray instance in this
+    # process for a try-out; "auto", "HOST:PORT" or "ray://HOST:PORT" = join that cluster.
+    ray_address: str | None = None
+    # Ray namespace of the session actors.
+    namespace: str = "anchor"
+    # Resources each session's actor requests: a whole or fractional GPU, and CPUs.
+    num_gpus: float = Field(0.0, ge=0.0)
+    num_cpus: float = Field(1.0, ge=0.0)
+    # Session workers this server runs at once; 0 = as many as the cluster's free resources allow.
+    max_workers: int = Field(0, ge=0)
+    # A session whose actor is not placed and loaded within this many seconds fails.
+    placement_timeout_s: float = Field(120.0, gt=0.0)
+    # Environment variables set in every session actor (Ray runtime_env; no code upload:
+    # the workers must have the project installed).
+    env: dict[str, str] = Field(default_factory=dict)
+
+
 class AppConfig(Section):
     """The whole configuration: one section per component."""
 
@@ -92,6 +117,7 @@ class AppConfig(Section):
     face: FaceConfig = FaceConfig()
     render: RenderConfig = RenderConfig()
     server: ServerConfig = ServerConfig()
+    cluster: ClusterConfig = ClusterConfig()
     audio2motion: Audio2MotionConfig = Audio2MotionConfig()
     train: TrainConfig = TrainConfig()
 

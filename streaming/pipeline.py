@@ -4,7 +4,8 @@ ingest (server) -> render (thread pool) -> sampler + decode + face (the ONE mode
 thread, ``streaming.worker``) -> output (server).
 
 This module imports neither torch nor the model stack at import time, so the server can
-import it; ``load_pipeline_factory`` imports ``streaming.worker`` (torch) when called.
+import it; ``load_pipeline_factory`` imports ``streaming.worker`` (torch) when called, or,
+with ``cluster.ray_address`` set, ``streaming.ray_pipeline`` (torch only inside the actors).
 
 Threads call the sink; the sink hands results to the event loop itself. Contracts:
 - every submitted motion frame comes out exactly once, in order, as an ``OutputFrame``,
@@ -20,6 +21,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+from model.config import SamplerConfig
+from model.errors import AnchorError
 
 if TYPE_CHECKING:
     from model.config import ModelConfig
@@ -81,8 +85,48 @@ class PipelineFactory(Protocol):
     def close(self) -> None: ...
 
 
+def live_latency_frames(sampler: SamplerConfig) -> int:
+    """Frames a live sampler may hold before the first commit (an upper bound).
+
+    low: one window plus one stride; exact: the wavefront spans ``steps * m`` windows
+    (m = ceil(ws/s) - 1) behind the newest complete window.
+    """
+    stride = sampler.window_size - sampler.overlap
+    if sampler.mode == "low":
+        return sampler.window_size + stride
+    if sampler.mode == "exact":
+        neighbours = max(1, -(-sampler.window_size // stride) - 1)
+        return (sampler.steps * neighbours + 1) * stride + sampler.window_size
+    raise AnchorError("server.sampler_mode: offline sampling cannot stream; use low or exact")
+
+
+def live_sampler_config(config: AppConfig) -> SamplerConfig:
+    """The sampler settings of live sessions: ``sampler`` with ``server.sampler_mode``."""
+    return config.sampler.model_copy(update={"mode": config.server.sampler_mode})
+
+
+def worker_latency_frames(config: AppConfig) -> int:
+    """Frames the model worker may hold before a frame comes out: the body sampler's
+    latency plus, with temporal faces, the face sampler's behind it (render threads
+    excluded)."""
+    sampler = live_sampler_config(config)
+    latency = live_latency_frames(sampler)
+    if config.face.enabled and config.face.face_temporal:
+        face_mode = "low" if sampler.mode == "low" else "exact"
+        latency += live_latency_frames(
+            sampler.model_copy(update={"mode": face_mode, "steps": config.face.steps})
+        )
+    return latency
+
+
 def load_pipeline_factory(config: AppConfig) -> PipelineFactory:
-    """The real factory: starts the model worker thread (imports torch)."""
+    """The configured factory: with ``cluster.ray_address`` set, session workers run as Ray
+    actors (``streaming.ray_pipeline``, torch-free here); otherwise the in-process model
+    worker thread starts (imports torch)."""
+    if config.cluster.ray_address is not None:
+        from streaming.ray_pipeline import RayPipelineFactory
+
+        return RayPipelineFactory(config)
     from streaming.worker import WorkerPipelineFactory
 
     return WorkerPipelineFactory(config)

@@ -29,32 +29,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from model.config import ModelConfig, SamplerConfig
+from model.config import ModelConfig
 from model.errors import AnchorError
 from streaming.face_stage import FaceGeometry, FaceStage, decode_frames, face_geometry
 from streaming.frames import CommittedFrame, ConditionFrame
-from streaming.pipeline import OutputFrame, PipelineSink
+from streaming.pipeline import (
+    OutputFrame,
+    PipelineSink,
+    live_sampler_config,
+    worker_latency_frames,
+)
 from streaming.sampler import WindowSampler
 
 if TYPE_CHECKING:
     from server.config import AppConfig
 
 log = logging.getLogger("anchor.worker")
-
-
-def live_latency_frames(sampler: SamplerConfig) -> int:
-    """Frames a live sampler may hold before the first commit (an upper bound).
-
-    low: one window plus one stride; exact: the wavefront spans ``steps * m`` windows
-    (m = ceil(ws/s) - 1) behind the newest complete window.
-    """
-    stride = sampler.window_size - sampler.overlap
-    if sampler.mode == "low":
-        return sampler.window_size + stride
-    if sampler.mode == "exact":
-        neighbours = max(1, -(-sampler.window_size // stride) - 1)
-        return (sampler.steps * neighbours + 1) * stride + sampler.window_size
-    raise AnchorError("server.sampler_mode: offline sampling cannot stream; use low or exact")
 
 
 @dataclass(slots=True)
@@ -180,16 +170,9 @@ class ModelWorker:
 
     def __init__(self, config: AppConfig) -> None:
         self.config = config
-        self.sampler_config = config.sampler.model_copy(update={"mode": config.server.sampler_mode})
-        self.latency_frames = live_latency_frames(self.sampler_config)
-        if config.face.enabled and config.face.face_temporal:
-            # Temporal faces run their own window sampler behind the body's (FaceStage).
-            face_mode = "low" if self.sampler_config.mode == "low" else "exact"
-            self.latency_frames += live_latency_frames(
-                self.sampler_config.model_copy(
-                    update={"mode": face_mode, "steps": config.face.steps}
-                )
-            )
+        self.sampler_config = live_sampler_config(config)
+        # Temporal faces run their own window sampler behind the body's (FaceStage).
+        self.latency_frames = worker_latency_frames(config)
         # One item per rendered chunk or control message of some session; bounded by credits.
         self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._components: dict[str, Any] = {}
