@@ -39,13 +39,28 @@ ATTENTION_MODES: tuple[AttentionMode, ...] = ("all-frame", "per-frame", "sparse"
 class WindowContext:
     """How many consecutive batch rows form one window; set around every network call."""
 
-    frames_per_window: int = 1
+    # A 0-dim tensor only while tracing for ONNX export (``traced_frames``): the frame count
+    # then stays a graph dimension instead of a constant.
+    frames_per_window: int | torch.Tensor = 1
 
     @contextmanager
     def frames(self, count: int) -> Iterator[None]:
         """Within the block, a batch ``(B * count, ...)`` is B windows of ``count`` frames."""
         if count < 1:
             raise ValueError(f"frames per window must be >= 1, got {count}")
+        with self._frames(count):
+            yield
+
+    @contextmanager
+    def traced_frames(self, count: torch.Tensor) -> Iterator[None]:
+        """``frames`` for ONNX export: ``count`` is the traced size ``latents.shape[1]``
+        (a 0-dim int64 tensor under ``torch.jit`` tracing), so the exported graph regroups
+        whatever number of frames its input has."""
+        with self._frames(count):
+            yield
+
+    @contextmanager
+    def _frames(self, count: int | torch.Tensor) -> Iterator[None]:
         previous = self.frames_per_window
         self.frames_per_window = count
         try:
@@ -53,14 +68,18 @@ class WindowContext:
         finally:
             self.frames_per_window = previous
 
-    def windows(self, batch: int) -> int:
-        """Number of windows in a batch of ``batch`` frames (must divide evenly)."""
-        if batch % self.frames_per_window:
+    def is_single_frame(self) -> bool:
+        """True when every window is one frame (never while tracing: the count is symbolic)."""
+        return isinstance(self.frames_per_window, int) and self.frames_per_window == 1
+
+    def check_batch(self, batch: int) -> None:
+        """Raise unless a batch of ``batch`` frames is a whole number of windows (not checked
+        while tracing, where both are symbolic)."""
+        frames = self.frames_per_window
+        if isinstance(frames, int) and isinstance(batch, int) and batch % frames:
             raise ValueError(
-                f"batch of {batch} frames is not a whole number of "
-                f"{self.frames_per_window}-frame windows"
+                f"batch of {batch} frames is not a whole number of {frames}-frame windows"
             )
-        return batch // self.frames_per_window
 
 
 class WindowSelfAttentionProcessor:
@@ -87,24 +106,26 @@ class WindowSelfAttentionProcessor:
         **kwargs: Any,
     ) -> torch.Tensor:
         """hidden_states: (B * F, D, C) tokens of B windows of F frames -> same shape."""
-        frames = self.context.frames_per_window
-        if self.mode == "per-frame" or frames == 1:
+        if self.mode == "per-frame" or self.context.is_single_frame():
             return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         if encoder_hidden_states is not None or attention_mask is not None:
             raise ValueError("window self-attention takes no encoder states or attention mask")
         if hidden_states.ndim != 3:
             raise ValueError(f"expected (B*F, D, C) tokens, got shape {tuple(hidden_states.shape)}")
+        frames = self.context.frames_per_window
         batch, tokens, channels = hidden_states.shape
-        windows = self.context.windows(batch)
+        self.context.check_batch(batch)
+        # Shapes are written with -1 for the window count and with the (possibly traced)
+        # frame count, so the same code exports to ONNX with dynamic windows and frames.
         if self.mode == "all-frame":
-            grouped = hidden_states.reshape(windows, frames * tokens, channels)
+            grouped = hidden_states.reshape(-1, frames * tokens, channels)
             out = self.inner(attn, grouped, None, None, temb)
             return out.reshape(batch, tokens, -1)
-        per_window = hidden_states.reshape(windows, frames, tokens, channels)
-        previous = [0, *range(frames - 1)]
-        first = per_window[:, [0] * frames]
-        keys_values = torch.cat([first, per_window[:, previous]], dim=2)
-        keys_values = keys_values.reshape(batch, 2 * tokens, channels)
+        per_window = hidden_states.reshape(-1, frames, tokens, channels)
+        first = per_window[:, :1].expand_as(per_window)
+        # Frame i-1 for frame i, frame 0 for itself.
+        previous = torch.cat([per_window[:, :1], per_window[:, :-1]], dim=1)
+        keys_values = torch.cat([first, previous], dim=2).reshape(batch, 2 * tokens, channels)
         return self.inner(attn, hidden_states, keys_values, None, temb)
 
 
@@ -119,12 +140,12 @@ class WindowGroupNorm(nn.GroupNorm):
     window_context: WindowContext
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        frames = self.window_context.frames_per_window
-        if frames == 1:
+        if self.window_context.is_single_frame():
             return super().forward(input)
+        frames = self.window_context.frames_per_window
         batch, channels, height, width = input.shape
-        windows = self.window_context.windows(batch)
-        volume = input.reshape(windows, frames, channels, height, width).transpose(1, 2)
+        self.window_context.check_batch(batch)
+        volume = input.reshape(-1, frames, channels, height, width).transpose(1, 2)
         normed = F.group_norm(volume, self.num_groups, self.weight, self.bias, self.eps)
         return normed.transpose(1, 2).reshape(batch, channels, height, width)
 

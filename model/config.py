@@ -55,6 +55,12 @@ class ModelConfig(Section):
     window_groupnorm: bool = False
     # Compute the ControlNet conditioning-image embedding once per window, not per step.
     cache_conditioning: bool = True
+    # "onnxruntime" runs the graphs of ``anchor export-onnx`` from ``onnx_dir`` (model/onnx.py).
+    backend: Literal["torch", "onnxruntime"] = "torch"
+    onnx_dir: Path | None = None
+    # ONNX Runtime execution providers in priority order; None = TensorRT and CUDA when the
+    # installed onnxruntime has them, then CPU.
+    onnx_providers: list[str] | None = None
 
 
 class SamplerConfig(Section):
