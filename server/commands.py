@@ -15,6 +15,13 @@ from server.config import AppConfig
 
 def register(commands: Any, bench: Any) -> None:
     serve = commands.add_parser("serve", help="run the avatar server (see --config)")
+    serve.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="run session workers as Ray actors on the cluster at ADDRESS (auto, HOST:PORT, "
+        "ray://HOST:PORT) or 'local' for a Ray instance in this process (cluster.ray_address)",
+    )
     serve.set_defaults(handler=_serve)
 
     demo = commands.add_parser(
@@ -45,6 +52,10 @@ def register(commands: Any, bench: Any) -> None:
 def _serve(args: argparse.Namespace, config: AppConfig) -> int:
     from server.app import serve_until_signal
 
+    if args.ray is not None:
+        config = config.model_copy(
+            update={"cluster": config.cluster.model_copy(update={"ray_address": args.ray})}
+        )
     return asyncio.run(serve_until_signal(config))
 
 
