@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from model.audio2motion.config import Audio2MotionConfig
 from model.config import FaceConfig, ModelConfig, RenderConfig, SamplerConfig, Section
@@ -109,6 +109,47 @@ class ClusterConfig(Section):
     env: dict[str, str] = Field(default_factory=dict)
 
 
+class BroadcastConfig(Section):
+    """Viewer fan-out through a Janus SFU and RTMP/HLS egress of every session (scale-out
+    issue). Each session publishes its live tracks once; Janus or the media server serves
+    the audience."""
+
+    # Janus WebSocket API (subprotocol janus-protocol), e.g. ws://127.0.0.1:8188; "" = off.
+    janus_url: str = ""
+    # VideoRoom the sessions publish into (participant display name = session id).
+    janus_room: int = Field(1234, ge=1)
+    janus_create_room: bool = True
+    # Secret given to a room this server creates; pin needed to join a protected room.
+    janus_room_secret: str = ""
+    janus_room_pin: str = ""
+    # Janus's own API secret (janus.jcfg general.api_secret), if it has one.
+    janus_api_secret: str = ""
+    # RTMP URL each session is pushed to (H.264 + AAC in FLV); "{session}" becomes the
+    # session id, e.g. rtmp://127.0.0.1/live/{session}; "" = off.
+    rtmp_url: str = ""
+    rtmp_video_bitrate: int = Field(1_000_000, ge=10_000)
+    rtmp_audio_bitrate: int = Field(64_000, ge=8_000)
+    # Keyframe interval: HLS cuts segments only at keyframes, so a segment lasts a whole
+    # number of these (keep it at or below the media server's fragment length).
+    rtmp_keyframe_interval_s: float = Field(1.0, gt=0.0)
+    # Wait before publishing/pushing again after Janus or the RTMP server failed.
+    retry_s: float = Field(5.0, gt=0.0)
+
+    @field_validator("janus_url")
+    @classmethod
+    def _janus_scheme(cls, url: str) -> str:
+        if url and not url.startswith(("ws://", "wss://")):
+            raise ValueError(f"must be a ws:// or wss:// URL (Janus WebSocket API), got {url!r}")
+        return url
+
+    @field_validator("rtmp_url")
+    @classmethod
+    def _rtmp_scheme(cls, url: str) -> str:
+        if url and not url.startswith(("rtmp://", "rtmps://")):
+            raise ValueError(f"must be an rtmp:// or rtmps:// URL, got {url!r}")
+        return url
+
+
 class AppConfig(Section):
     """The whole configuration: one section per component."""
 
@@ -118,6 +159,7 @@ class AppConfig(Section):
     render: RenderConfig = RenderConfig()
     server: ServerConfig = ServerConfig()
     cluster: ClusterConfig = ClusterConfig()
+    broadcast: BroadcastConfig = BroadcastConfig()
     audio2motion: Audio2MotionConfig = Audio2MotionConfig()
     train: TrainConfig = TrainConfig()
 
