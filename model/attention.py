@@ -39,9 +39,10 @@ ATTENTION_MODES: tuple[AttentionMode, ...] = ("all-frame", "per-frame", "sparse"
 class WindowContext:
     """How many consecutive batch rows form one window; set around every network call."""
 
-    # A 0-dim tensor only while tracing for ONNX export (``traced_frames``): the frame count
-    # then stays a graph dimension instead of a constant.
-    frames_per_window: int | torch.Tensor = 1
+    # A traced size (a 0-dim tensor at run time, an int to the type checker, like any
+    # ``tensor.shape[i]`` under tracing) while exporting to ONNX (``traced_frames``): the
+    # frame count then stays a graph dimension instead of a constant.
+    frames_per_window: int = 1
 
     @contextmanager
     def frames(self, count: int) -> Iterator[None]:
@@ -52,15 +53,15 @@ class WindowContext:
             yield
 
     @contextmanager
-    def traced_frames(self, count: torch.Tensor) -> Iterator[None]:
+    def traced_frames(self, count: int) -> Iterator[None]:
         """``frames`` for ONNX export: ``count`` is the traced size ``latents.shape[1]``
         (a 0-dim int64 tensor under ``torch.jit`` tracing), so the exported graph regroups
-        whatever number of frames its input has."""
+        whatever number of frames its input has. Nothing is checked: it is symbolic."""
         with self._frames(count):
             yield
 
     @contextmanager
-    def _frames(self, count: int | torch.Tensor) -> Iterator[None]:
+    def _frames(self, count: int) -> Iterator[None]:
         previous = self.frames_per_window
         self.frames_per_window = count
         try:
@@ -70,13 +71,13 @@ class WindowContext:
 
     def is_single_frame(self) -> bool:
         """True when every window is one frame (never while tracing: the count is symbolic)."""
-        return isinstance(self.frames_per_window, int) and self.frames_per_window == 1
+        return type(self.frames_per_window) is int and self.frames_per_window == 1
 
     def check_batch(self, batch: int) -> None:
         """Raise unless a batch of ``batch`` frames is a whole number of windows (not checked
         while tracing, where both are symbolic)."""
         frames = self.frames_per_window
-        if isinstance(frames, int) and isinstance(batch, int) and batch % frames:
+        if type(frames) is int and type(batch) is int and batch % frames:
             raise ValueError(
                 f"batch of {batch} frames is not a whole number of {frames}-frame windows"
             )

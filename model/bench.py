@@ -12,6 +12,7 @@ import torch
 from model.attention import ATTENTION_MODES
 from model.components import build_components
 from model.config import FaceConfig, ModelConfig, SamplerConfig
+from model.errors import AnchorError
 from model.sgdm import SGDMDenoiser
 
 WINDOW_FRAMES = 16
@@ -50,6 +51,11 @@ def bench_model(
         config = model.model_copy(update={"image_size": latent_size * 8})
         components = build_components(config, SamplerConfig(), FaceConfig(enabled=False))
         denoiser = components.denoiser
+        if not isinstance(denoiser, SGDMDenoiser):
+            raise AnchorError(
+                "model.backend: anchor bench model times the torch networks (anchor bench "
+                "onnx compares the two backends)"
+            )
         device, dtype = components.device, components.dtype
         generator = torch.Generator().manual_seed(0)
         shape = (1, WINDOW_FRAMES, denoiser.latent_channels, latent_size, latent_size)

@@ -37,6 +37,7 @@ from model.loading import (
     load_vae,
     require_folder,
 )
+from model.onnx_runtime import OnnxDenoiser
 from model.presets import (
     SD15_IMAGE_SIZE,
     TINY_IMAGE_SIZE,
@@ -57,10 +58,11 @@ log = logging.getLogger("anchor.model")
 class Components:
     """What a sampler needs: denoiser, scheduler, optional face enhancer, appearance tokens.
 
-    appearance: (T, D) float32 CLIP tokens of the reference image (CPU).
+    appearance: (T, D) float32 CLIP tokens of the reference image (CPU). The denoiser is
+    an ``OnnxDenoiser`` with ``model.backend = "onnxruntime"``.
     """
 
-    denoiser: SGDMDenoiser
+    denoiser: SGDMDenoiser | OnnxDenoiser
     scheduler: DDIMFrameScheduler
     face: FaceEnhancer | None
     appearance: torch.Tensor
@@ -220,6 +222,8 @@ def build_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConfi
     Raises AnchorError naming the config field when a folder is missing, WeightsError
     when weights do not match their architecture.
     """
+    if model.backend == "onnxruntime":
+        return _onnx_components(model, sampler, face)
     if model.preset == "bundle":
         return _bundle_components(model, sampler, face)
     device, dtype = resolve_placement(model)
@@ -294,3 +298,35 @@ def _bundle_components(model: ModelConfig, sampler: SamplerConfig, face: FaceCon
             "(head/unet; train one with anchor train face); set face.enabled = false"
         )
     return load_bundle(model.checkpoint_path, model, sampler, face=face)
+
+
+def _onnx_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConfig) -> Components:
+    """The graphs of ``model.onnx_dir`` on ONNX Runtime (model/onnx_runtime.py); tensors
+    cross as float32 on the CPU whatever the provider, so ``model.device`` and
+    ``model.precision`` do not apply."""
+    from model.onnx_runtime import load_onnx_denoiser
+
+    if face.enabled:
+        raise AnchorError(
+            "face.enabled: the onnxruntime backend runs the body model only (anchor "
+            "export-onnx exports no face model); set face.enabled = false or model.backend = "
+            "'torch'"
+        )
+    denoiser = load_onnx_denoiser(model, sampler)
+    if model.preset == "sd15":
+        sd = require_folder(model.sd_path, "model.sd_path")
+        scheduler = DDIMFrameScheduler(load_ddim_scheduler(sd, "model.sd_path"), sampler.steps)
+    else:
+        scheduler = DDIMFrameScheduler.sd15(sampler.steps)
+    log.info(
+        "model ready: preset %s from %s, %dx%d, onnxruntime on %s, attention %s",
+        model.preset,
+        model.onnx_dir,
+        denoiser.image_height,
+        denoiser.image_width,
+        ", ".join(denoiser.providers),
+        denoiser.attention,
+    )
+    return Components(
+        denoiser, scheduler, None, denoiser.appearance, torch.device("cpu"), torch.float32
+    )

@@ -10,6 +10,7 @@ import torch
 from model.components import Components, build_components
 from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.offline import offline_sample
+from model.sgdm import SGDMDenoiser
 from streaming.frames import CommittedFrame, ConditionFrame
 from streaming.sampler import WindowSampler
 
@@ -89,6 +90,7 @@ def window_sensitive_components(image_size: int = 32) -> Components:
     model = ModelConfig(preset="tiny", device="cpu", image_size=image_size, window_groupnorm=True)
     components = build_components(model, SamplerConfig(steps=STEPS), FaceConfig(enabled=False))
     generator = torch.Generator().manual_seed(3)
+    assert isinstance(components.denoiser, SGDMDenoiser)
     with torch.no_grad():
         for parameter in components.denoiser.controlnet.controlnet_cond_embedding.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from model.config import ModelConfig, SamplerConfig
+from model.sgdm import SGDMDenoiser
 from model.training.bundle import bundle_meta, load_bundle
 
 DEMO = Path(__file__).resolve().parents[2] / "clients" / "models" / "demo"
@@ -43,4 +44,5 @@ def test_demo_config_runs_the_bundles_face_model() -> None:
     components = build_components(model, config.sampler, config.face)
     assert components.face is not None and components.face.size == config.face.size
     # The face model runs on its own autoencoder (head/vae), not the scene's.
+    assert isinstance(components.denoiser, SGDMDenoiser)
     assert components.face.vae is not components.denoiser.vae

@@ -15,6 +15,7 @@ from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.errors import AnchorError
 from model.face_sgdm import FaceEnhancer
 from model.presets import tiny_vae
+from model.sgdm import SGDMDenoiser
 from model.training.bundle import load_bundle
 from model.training.networks import frozen_networks, initial_networks, save_bundle, save_part
 
@@ -55,6 +56,7 @@ def test_bundle_with_head_loads_a_face_enhancer(bundle: Path) -> None:
     assert isinstance(enhancer, FaceEnhancer)
     assert enhancer.size == FACE_SIZE and enhancer.unet.config["in_channels"] == 9
     # Without head/vae the face model works on the bundle's own autoencoder.
+    assert isinstance(components.denoiser, SGDMDenoiser)
     assert enhancer.vae is components.denoiser.vae
     generator = torch.Generator().manual_seed(0)
     crops = torch.rand(2, 3, FACE_SIZE, FACE_SIZE, generator=generator)
@@ -69,6 +71,7 @@ def test_head_vae_is_the_face_models_autoencoder(bundle: Path) -> None:
         torch.manual_seed(1)
         tiny_vae().save_pretrained(bundle / "head" / "vae")
     components = load_bundle(bundle, MODEL, SamplerConfig(steps=1), face=_face())
+    assert isinstance(components.denoiser, SGDMDenoiser)
     assert components.face is not None and components.face.vae is not components.denoiser.vae
     face_weights = dict(components.face.vae.named_parameters())
     body_weights = dict(components.denoiser.vae.named_parameters())
