@@ -69,6 +69,8 @@ class ProducerLink:
         self.errors: list[dict[str, Any]] = []
         self.messages = 0
         self.cleared = 0
+        # Frames the server accepted but skipped (live rate control, server.max_lag_s).
+        self.skipped = 0
         self.start_refusals = 0
         self._changed = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
@@ -129,6 +131,10 @@ class ProducerLink:
         elif kind == "ack":
             seq = int(message["seq"])
             self.last_acked = seq
+            if message.get("skipped"):
+                # Live rate control dropped it: it holds no credit, no credit message follows.
+                self.skipped += 1
+                self.in_flight = max(0, self.in_flight - 1)
             if self.on_ack is not None:
                 self.on_ack(seq)
         elif kind == "credit":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from server.config import AppConfig
-from server.demo import demo_config, demo_frames
+from server.demo import demo_config, demo_frames, with_demo_model
 from server.producer_client import MotionProducer
 from server.tokens import mint_token
 from server.viewer_client import ViewerProbe
@@ -36,27 +37,14 @@ def free_port() -> int:
 
 
 def overrides(config: AppConfig) -> list[str]:
-    """``--set`` arguments reproducing the fields a bench/test server needs."""
-    pairs = {
-        "model.preset": config.model.preset,
-        "model.device": config.model.device,
-        "sampler.steps": config.sampler.steps,
-        "sampler.window_size": config.sampler.window_size,
-        "sampler.overlap": config.sampler.overlap,
-        "face.enabled": str(config.face.enabled).lower(),
-        "render.width": config.render.width,
-        "render.height": config.render.height,
-        "server.host": config.server.host,
-        "server.port": config.server.port,
-        "server.token_secret": config.server.token_secret,
-        "server.stamp_seq": str(config.server.stamp_seq).lower(),
-        "server.sampler_mode": config.server.sampler_mode,
-    }
-    args = []
-    for key, value in pairs.items():
-        args += ["--set", f"{key}={value}"]
-    recordings = config.server.recordings_dir
-    args += ["--set", f"server.recordings_dir={recordings if recordings else 'null'}"]
+    """``--set`` arguments reproducing ``config`` in a subprocess: every field that differs
+    from the defaults, JSON-encoded (what ``--set`` parses)."""
+    defaults = AppConfig().model_dump(mode="json")
+    args: list[str] = []
+    for section, fields in config.model_dump(mode="json").items():
+        for name, value in fields.items():
+            if defaults[section].get(name) != value:
+                args += ["--set", f"{section}.{name}={json.dumps(value)}"]
     return args
 
 
@@ -109,8 +97,11 @@ async def measure(config: AppConfig, session: str, viewers: int, frames: int) ->
             started = time.monotonic()
             await producer.send_frames(demo_frames(count=frames), fps=config.render.fps)
             await producer.end()
+            # The last frame the pipeline rendered (rate control may have skipped later ones).
+            skipped = set(producer.skipped)
+            last = max(seq for seq in range(frames) if seq not in skipped)
             for probe in probes:
-                await probe.wait_seq(frames - 1, 120.0)
+                await probe.wait_seq(last, 120.0)
             elapsed = time.monotonic() - started
     finally:
         for probe in probes:
@@ -138,13 +129,19 @@ async def measure(config: AppConfig, session: str, viewers: int, frames: int) ->
         "latency_ms_p90": round(_percentile(latencies, 0.9), 1),
         "delivered_fps": round(statistics.mean(delivered), 1),
         "distinct_fps": round(statistics.mean(distinct), 1),
+        "skipped_frames": len(producer.skipped),
     }
 
 
-async def run_bench(base: AppConfig, viewer_counts: list[int], frames: int) -> dict[str, Any]:
-    """Measure each viewer count on a fresh session of one server subprocess."""
+async def run_bench(
+    base: AppConfig, viewer_counts: list[int], frames: int, demo_model: bool = False
+) -> dict[str, Any]:
+    """Measure each viewer count on a fresh session of one server subprocess: the tiny
+    preset, or with ``demo_model`` the trained demo bundle exactly as ``anchor demo`` runs it."""
     port = free_port()
     config = demo_config(base, "127.0.0.1", port)
+    if demo_model:
+        config = with_demo_model(config)
     config = config.model_copy(
         update={"server": config.server.model_copy(update={"stamp_seq": True})}
     )
@@ -152,6 +149,9 @@ async def run_bench(base: AppConfig, viewer_counts: list[int], frames: int) -> d
     process = start_server(config, log_path)
     runs = []
     try:
+        # A first session pays the model's warm-up (first forwards, allocator growth); a live
+        # server pays it once, so it is reported apart and the runs below measure a warm one.
+        cold = await measure(config, "warmup", 1, min(frames, 60))
         for count in viewer_counts:
             row = await measure(config, f"bench{count}", count, frames)
             row["server_rss_mb"] = rss_mb(process.pid)
@@ -161,13 +161,16 @@ async def run_bench(base: AppConfig, viewer_counts: list[int], frames: int) -> d
         await asyncio.to_thread(process.wait, 60)
     return {
         "preset": config.model.preset,
+        "face": config.face.enabled,
         "resolution": f"{config.render.width}x{config.render.height}",
         "fps": config.render.fps,
+        "max_lag_s": config.server.max_lag_s,
         "sampler": {
             "mode": config.server.sampler_mode,
             "steps": config.sampler.steps,
             "window_size": config.sampler.window_size,
             "overlap": config.sampler.overlap,
         },
+        "cold_start": cold,
         "runs": runs,
     }

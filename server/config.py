@@ -77,6 +77,13 @@ class ServerConfig(Section):
     # Live video plays each frame at its pts plus this many frame periods, so the bursts the
     # sampler commits play out smoothly; None = one window stride (sampler ws - os).
     playout_delay_frames: int | None = Field(None, ge=0)
+    # Live rate control (server/live_rate.py). None: every accepted frame is rendered; a
+    # pipeline slower than its producer builds a backlog (latency) until the producer waits
+    # for credits. A number: the backlog may exceed one window stride by this many seconds of
+    # frames; beyond it, incoming frames are skipped, evenly spread (acked with "skipped":
+    # true, never rendered, recorded or charged a credit), so latency stays bounded and the
+    # frame rate drops to what the machine sustains: what a live mocap broadcast wants.
+    max_lag_s: float | None = Field(None, ge=0.0)
     # Render-stage threads per session.
     render_threads: int = Field(1, ge=1)
     # Streaming sampler mode of live sessions (sampler.mode is for `anchor generate`):

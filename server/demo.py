@@ -22,6 +22,7 @@ from server.config import AppConfig
 log = logging.getLogger("anchor.demo")
 DEMO_CLIP_FRAMES = 90
 DEMO_SESSION = "demo"
+DEMO_MAX_LAG_S = 0.25
 
 
 def _axis_angle(x: float = 0.0, y: float = 0.0, z: float = 0.0) -> list[float]:
@@ -77,6 +78,9 @@ def demo_config(base: AppConfig, host: str, port: int) -> AppConfig:
         sessions=[DEMO_SESSION],
         recordings_dir=None,
         sampler_mode="low",
+        # Live rate control: if this machine cannot keep up with the 30 fps clip, frames are
+        # skipped rather than queued, so glass-to-glass latency stays bounded.
+        max_lag_s=DEMO_MAX_LAG_S if base.server.max_lag_s is None else base.server.max_lag_s,
     )
     return AppConfig.model_validate(data)
 

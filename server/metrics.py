@@ -36,6 +36,12 @@ class ServerMetrics:
             ["session"],
             registry=self.registry,
         )
+        self.skipped_frames = Counter(
+            "anchor_skipped_frames_total",
+            "Frames skipped by live rate control (server.max_lag_s) because the pipeline lagged",
+            ["session"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "anchor_queue_depth",
             "Frames waiting in each bounded queue of a session",

@@ -16,6 +16,11 @@ Policy (each rule bounds the latency the buffer adds):
 - when the consumer falls behind (nothing read for a while), a due frame is dropped once it
   is more than ``late`` overdue while its successor is due too: latest wins, and the
   latency comes back to the schedule;
+- catch-up: over every ``catchup_s`` of media time, the smallest slack (due time minus
+  arrival time) of the frames that arrived is tracked; when even the tightest frame arrived
+  more than ``delay + late`` ahead of its due time, the schedule moves earlier by the
+  excess. A slow start (model warm-up, the first window) would otherwise set the latency of
+  the whole run, because a schedule never moves on its own once the source keeps up;
 - at most ``capacity`` frames are queued; a frame beyond that drops the oldest and pulls the
   schedule forward so the new oldest is due now, so a source that runs ahead of real time
   (pts faster than the wall clock) cannot make latency grow without bound.
@@ -51,7 +56,9 @@ class PlayoutBuffer(Generic[FrameT]):
     newer one is also due. capacity: most frames queued (>= 1).
     """
 
-    def __init__(self, delay_s: float, late_s: float, capacity: int) -> None:
+    def __init__(
+        self, delay_s: float, late_s: float, capacity: int, catchup_s: float = 2.0
+    ) -> None:
         if delay_s < 0 or late_s < 0:
             raise ValueError("playout delay and lateness must be >= 0")
         if capacity < 1:
@@ -63,8 +70,12 @@ class PlayoutBuffer(Generic[FrameT]):
         self._anchor: tuple[float, float] | None = None  # (media pts, wall time it is due)
         self._last_pts: float | None = None  # newest published pts
         self._released_pts: float | None = None  # newest pts taken or dropped
+        self.catchup_s = catchup_s
+        self._window_pts: float | None = None  # media pts where the catch-up window began
+        self._min_slack = float("inf")  # smallest (due - arrival) in the window
         self.dropped = 0
         self.restarts = 0
+        self.catchups = 0
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -74,6 +85,7 @@ class PlayoutBuffer(Generic[FrameT]):
         if self._last_pts is not None and frame.pts < self._last_pts:
             self._queue.clear()  # a new timeline: the old one's frames are abandoned
             self._anchor = None
+            self._window_pts = None
         self._last_pts = frame.pts
         self._drop_overdue(now)
         due = self._due(frame.pts)
@@ -82,7 +94,9 @@ class PlayoutBuffer(Generic[FrameT]):
                 self.restarts += 1
             self._anchor = (frame.pts, now + self.delay_s)
             due = now + self.delay_s
+            self._window_pts = None
         self._queue.append(Scheduled(frame, due))
+        self._track_slack(frame.pts, due - now)
         if len(self._queue) > self.capacity:
             self._drop_oldest()
             ahead = self._queue[0].due - now
@@ -117,6 +131,19 @@ class PlayoutBuffer(Generic[FrameT]):
             return None
         anchor_pts, anchor_due = self._anchor
         return anchor_due + (pts - anchor_pts)
+
+    def _track_slack(self, pts: float, slack: float) -> None:
+        if self._window_pts is None:
+            self._window_pts, self._min_slack = pts, slack
+            return
+        self._min_slack = min(self._min_slack, slack)
+        if pts - self._window_pts < self.catchup_s:
+            return
+        excess = self._min_slack - self.delay_s
+        if excess > self.late_s:
+            self._shift(-excess)
+            self.catchups += 1
+        self._window_pts, self._min_slack = pts, float("inf")
 
     def _drop_overdue(self, now: float) -> None:
         while (

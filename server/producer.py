@@ -182,5 +182,8 @@ class ProducerHandler:
             await session.end_run("end")
 
     def _accept(self, motion: Any) -> None:
-        credits = self.session.accept_frame(motion)
-        self.outbox.send({"type": "ack", "seq": motion.seq, "credits": credits})
+        credits, skipped = self.session.accept_frame(motion)
+        ack: dict[str, Any] = {"type": "ack", "seq": motion.seq, "credits": credits}
+        if skipped:
+            ack["skipped"] = True
+        self.outbox.send(ack)

@@ -37,6 +37,7 @@ class MotionProducer:
         self.acked: list[int] = []
         self.committed: list[int] = []
         self.errors: list[dict[str, Any]] = []
+        self.skipped: list[int] = []
         self.ended: dict[str, Any] | None = None
         self.started: dict[str, Any] | None = None
         self.on_message: Callable[[dict[str, Any]], None] | None = None
@@ -71,6 +72,10 @@ class MotionProducer:
                     self.in_flight = 0
                 elif kind == "ack":
                     self.acked.append(int(message["seq"]))
+                    if message.get("skipped"):
+                        # Rate control dropped it: it holds no credit and gets no credit message.
+                        self.skipped.append(int(message["seq"]))
+                        self.in_flight = max(0, self.in_flight - 1)
                 elif kind == "credit":
                     self.committed.append(int(message["seq"]))
                     self.in_flight = max(0, self.in_flight - 1)

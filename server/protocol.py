@@ -9,7 +9,9 @@ Producer -> server:
   then PCM16 LE mono samples) or otherwise a motion frame in the motion layer's binary form.
 
 Server -> producer (JSON): ``started`` (credits, ``last_seq``: the last seq that earlier runs
-of this session accepted, or null), ``ack`` (seq, credits), ``credit`` (a frame
+of this session accepted, or null), ``ack`` (seq, credits; ``skipped: true`` when live
+rate control, ``server.max_lag_s``, accepted the frame without rendering it because the
+pipeline lags), ``credit`` (a frame
 was committed and recorded: seq, credits), ``cleared``, ``ended`` (summary), ``error``
 (``field``, ``seq`` when known, ``message``; ``fatal`` when the run is over).
 """

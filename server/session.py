@@ -21,6 +21,7 @@ import numpy as np
 from aiortc.contrib.media import MediaRelay
 
 from model.errors import AnchorError
+from server.live_rate import RateControl
 from server.media import PlayoutVideoTrack, PtsAlignedAudioTrack, ShownFrame, stamp_seq
 from server.metrics import ServerMetrics
 from server.protocol import ProtocolError
@@ -66,6 +67,8 @@ class Outbox:
 @dataclass(slots=True)
 class RunStats:
     accepted: int = 0
+    # Accepted but not rendered: live rate control dropped them (server.max_lag_s).
+    skipped: int = 0
     committed: int = 0
     last_latency_s: float = 0.0
 
@@ -78,10 +81,13 @@ class SessionRun:
         pipeline: SessionPipeline,
         recorder: SessionRecorder | None,
         credit_limit: int,
+        rate: RateControl | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.recorder = recorder
         self.credit_limit = credit_limit
+        # Live rate control (server.max_lag_s); None = every accepted frame is rendered.
+        self.rate = rate
         # Seqs accepted and not yet committed+recorded; its size is what credits bound.
         self.in_flight: set[int] = set()
         # The motion frame of each seq in flight, recorded beside the video it produced.
@@ -194,7 +200,13 @@ class Session:
                 on_failed=lambda err: self._call_soon(self._fail, err),
             )
             recorder.start()
-        self.run = SessionRun(pipeline, recorder, limit)
+        rate = None
+        if self.config.server.max_lag_s is not None:
+            # The worker takes frames in window strides: a stride of backlog is normal.
+            sampler = self.config.sampler
+            lag_frames = round(self.config.server.max_lag_s * self.config.render.fps)
+            rate = RateControl(max_backlog=sampler.window_size - sampler.overlap + lag_frames)
+        self.run = SessionRun(pipeline, recorder, limit, rate)
         sink.run = self.run
         log.info("session %s: run started (identity %s, credits %d)", self.id, identity_name, limit)
         return self.run
@@ -202,8 +214,12 @@ class Session:
     def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
         self.loop.call_soon_threadsafe(callback, *args)
 
-    def accept_frame(self, motion: Any) -> int:
-        """Admit a validated motion frame; returns the credits left. Raises AnchorError."""
+    def accept_frame(self, motion: Any) -> tuple[int, bool]:
+        """Admit a validated motion frame; returns (credits left, skipped). Raises AnchorError.
+
+        skipped: live rate control (``server.max_lag_s``) accepted the frame without
+        rendering it, because the pipeline is that far behind the producer.
+        """
         run = self.run
         if run is None or run.ending:
             raise AnchorError(f"seq {motion.seq}: no run in progress; send start first")
@@ -217,11 +233,17 @@ class Session:
             )
         run.last_seq = motion.seq
         self.last_accepted_seq = motion.seq
+        run.stats.accepted += 1
+        if run.rate is not None:
+            backlog = run.pipeline.queue_depths().get("backlog", 0)
+            if not run.rate.admit(backlog):
+                run.stats.skipped += 1
+                self.metrics.skipped_frames.labels(self.id).inc()
+                return run.credits, True
         run.in_flight.add(motion.seq)
         run.motions[motion.seq] = motion
-        run.stats.accepted += 1
         run.pipeline.submit(motion)
-        return run.credits
+        return run.credits, False
 
     def accept_audio(self, pts: float, samples: np.ndarray) -> None:
         run = self.run
@@ -276,6 +298,7 @@ class Session:
             "reason": reason,
             "accepted": run.stats.accepted,
             "committed": run.stats.committed,
+            "skipped": run.stats.skipped,
             "recording": recording,
         }
         if run.failure is not None:

@@ -256,6 +256,11 @@ class WorkerSession:
         self._ready: dict[int, tuple[str, RenderedFrame | None, int]] = {}
         self._generation = 0  # bumped by clear: renders of older generations are discarded
         self._in_render = 0
+        # Backlog accounting: frames submitted, frames whose render a clear discarded (both
+        # under the lock) and frames the worker took off its queue (worker thread only).
+        self._submitted = 0
+        self._stale = 0
+        self._taken = 0
         self._sampler: WindowSampler | None = None
         self._components: Any = None
         self._face: FaceStage | None = None
@@ -275,6 +280,7 @@ class WorkerSession:
             index, generation = self._next_index, self._generation
             self._next_index += 1
             self._in_render += 1
+            self._submitted += 1
         self._pool.submit(index, generation, motion)
 
     def end(self) -> None:
@@ -294,6 +300,9 @@ class WorkerSession:
     def queue_depths(self) -> dict[str, int]:
         sampler = self._sampler
         return {
+            # Frames submitted that the model worker has not taken yet: the queue a
+            # pipeline slower than its producer builds (server.max_lag_s acts on it).
+            "backlog": max(0, self._submitted - self._stale - self._taken),
             "render": self._in_render,
             "reorder": len(self._ready),
             "worker": self.worker.jobs.qsize(),
@@ -335,6 +344,7 @@ class WorkerSession:
             self._next_release += 1
             if kind == "push" and frame is not None:
                 if generation != self._generation:
+                    self._stale += 1
                     continue  # rendered before a clear
                 chunk.append(frame)
                 chunk_generation = generation
@@ -366,6 +376,8 @@ class WorkerSession:
         if sampler is None or (self.closed and job.kind != "close"):
             return
         if job.kind == "push":
+            assert job.frames is not None
+            self._taken += len(job.frames)
             if job.generation < self._worker_generation:
                 return  # rendered before a clear that the sampler already applied
             assert job.frames is not None

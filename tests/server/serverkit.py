@@ -34,13 +34,18 @@ def tiny_config(tmp_path: Path, **server: Any) -> AppConfig:
 
 
 def run_with_server(
-    config: AppConfig, body: Callable[[Any], Awaitable[None]], timeout: float = 240.0
+    config: AppConfig,
+    body: Callable[[Any], Awaitable[None]],
+    timeout: float = 240.0,
+    factory: Any = None,
 ) -> None:
-    """Start a real server, run ``body(server)``, always stop the server."""
+    """Start a real server, run ``body(server)``, always stop the server.
+
+    factory: a PipelineFactory in place of the real model worker (None = the real one)."""
     from server.app import AnchorServer
 
     async def main() -> None:
-        server = AnchorServer(config)
+        server = AnchorServer(config, factory)
         await server.start()
         try:
             await asyncio.wait_for(body(server), timeout)

@@ -152,3 +152,39 @@ def test_pts_going_back_starts_a_new_timeline() -> None:
         buffer.publish(stamped(seq), now=0.0)
     due = buffer.publish(stamped(0), now=0.05)  # after `clear` the producer restarts at pts 0
     assert len(buffer) == 1 and due == pytest.approx(0.25)
+
+
+def test_schedule_catches_up_after_a_slow_start() -> None:
+    """A 2 s warm-up before the first frame, then frames arrive in real time 50 ms after
+    their pts: the schedule must not keep the warm-up's latency for the rest of the run."""
+    delay, fps = 0.2, 30.0
+    buffer: PlayoutBuffer[ShownFrame] = PlayoutBuffer(delay_s=delay, late_s=2 / fps, capacity=90)
+    arrival = {seq: 2.0 + seq / fps for seq in range(5)}  # the backlog of the warm-up
+    arrival.update({seq: seq / fps + 0.05 for seq in range(5, 200)})
+    latencies = []
+    for seq in range(200):
+        now = max(arrival[seq], arrival.get(seq - 1, 0.0))
+        due = buffer.publish(stamped(seq), now=now)
+        while buffer.take(now) is not None:
+            pass
+        latencies.append(due - seq / fps)
+    assert latencies[0] == pytest.approx(2.0 + delay)
+    assert buffer.catchups >= 1 and buffer.restarts == 0
+    # once caught up, each frame is due its processing latency plus the playout delay
+    assert latencies[-1] == pytest.approx(0.05 + delay, abs=1e-6)
+
+
+def test_schedule_on_time_never_shifts() -> None:
+    buffer: PlayoutBuffer[ShownFrame] = PlayoutBuffer(delay_s=0.2, late_s=0.1, capacity=30)
+    stride, fps, frames = 6, 30.0, 120
+    shown = []
+    for tick in range(frames + 12):  # the reader looks once per frame period
+        now = tick / fps
+        if tick % stride == 0:  # a burst of `stride` frames arrives exactly on time
+            for seq in range(tick, min(tick + stride, frames)):
+                buffer.publish(stamped(seq), now=now)
+        taken = buffer.take(now)
+        if taken is not None:
+            shown.append(taken.frame.seq)
+    assert shown == list(range(frames))
+    assert buffer.catchups == 0 and buffer.restarts == 0 and buffer.dropped == 0
