@@ -21,6 +21,7 @@ import numpy as np
 from aiortc.contrib.media import MediaRelay
 
 from model.errors import AnchorError
+from server.broadcast import SessionBroadcast
 from server.live_rate import RateControl
 from server.media import PlayoutVideoTrack, PtsAlignedAudioTrack, ShownFrame, stamp_seq
 from server.metrics import ServerMetrics
@@ -147,6 +148,13 @@ class Session:
         self.last_shown: ShownFrame | None = None
         self.last_latency_s = 0.0
         self.closed = False
+        # Janus publishing and RTMP egress for the session's whole life ([broadcast]).
+        self.broadcast: SessionBroadcast | None = None
+        if SessionBroadcast.enabled(config):
+            self.broadcast = SessionBroadcast(
+                session_id, config, self.relay, self.video, self.audio
+            )
+            self.broadcast.start()
 
     # producer side ---------------------------------------------------------------------
 
@@ -388,7 +396,8 @@ class Session:
         if fps_samples and len(fps_samples) >= 2 and fps_samples[-1] > fps_samples[0]:
             fps = (len(fps_samples) - 1) / (fps_samples[-1] - fps_samples[0])
         on_screen = self.video.current or self.last_shown
-        return {
+        extra = {"broadcast": self.broadcast.status()} if self.broadcast is not None else {}
+        return extra | {
             "type": "status",
             "session": self.id,
             "running": self.run is not None,
@@ -407,6 +416,8 @@ class Session:
         task = getattr(self, "_failure_task", None)
         if task is not None:
             await task
+        if self.broadcast is not None:
+            await self.broadcast.close()
         self.video.stop()
         self.audio.stop()
         self.metrics.forget_session(self.id)

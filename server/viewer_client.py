@@ -127,3 +127,35 @@ class ViewerProbe:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+@dataclass
+class JanusViewerProbe(ViewerProbe):
+    """A ViewerProbe that receives a session through a Janus VideoRoom instead of the server.
+
+    ``url`` is the Janus WebSocket API; the feed is the publisher named ``display`` (the
+    session id) in ``room``.
+    """
+
+    room: int = 1234
+    display: str = ""
+    pin: str | None = None
+    subscriber: Any = None
+
+    async def connect(self, limit_s: float = 60.0) -> None:
+        from server.janus import VideoRoomSubscriber
+
+        def peer() -> RTCPeerConnection:
+            enable_loopback_candidates()
+            return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+        self.subscriber = VideoRoomSubscriber(
+            self.url, self.room, peer, self._on_track, pin=self.pin
+        )
+        await self.subscriber.start(display=self.display, limit_s=limit_s)
+        self.peer = self.subscriber.peer
+
+    async def close(self) -> None:
+        if self.subscriber is not None:
+            await self.subscriber.close()
+        await super().close()
