@@ -61,6 +61,10 @@ class ModelConfig(Section):
     # ONNX Runtime execution providers in priority order; None = TensorRT and CUDA when the
     # installed onnxruntime has them, then CPU.
     onnx_providers: list[str] | None = None
+    # torch intra-op threads of the process that runs the model (server worker, generate);
+    # None = torch's default (one per core). On a small CPU shared with render threads and
+    # video encoding, 1 is often faster: the second thread mostly contends.
+    threads: int | None = Field(None, ge=1)
 
 
 class SamplerConfig(Section):

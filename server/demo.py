@@ -100,7 +100,12 @@ def with_demo_model(config: AppConfig, folder: Path = DEMO_MODEL) -> AppConfig:
     size = int(meta["image_size"])
     data = config.model_dump()
     data["model"].update(
-        preset="bundle", checkpoint_path=folder, attention=meta.get("attention", "per-frame")
+        preset="bundle",
+        checkpoint_path=folder,
+        attention=meta.get("attention", "per-frame"),
+        # One torch thread unless configured: the render threads and the video encoder
+        # share a small CPU with the model, and a second torch thread mostly contends.
+        threads=config.model.threads or 1,
     )
     data["sampler"].update(
         steps=int(meta["steps"]),

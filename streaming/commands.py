@@ -124,6 +124,8 @@ def generate_command(args: argparse.Namespace, config: AppConfig) -> int:
     if not from_motion and face.enabled:
         log.info("condition folders carry no face geometry: face enhancement is off")
         face = face.model_copy(update={"enabled": False})
+    if model.threads is not None:
+        torch.set_num_threads(model.threads)
     components = build_components(model, sampler, face)
     fps = config.render.fps
     if from_motion:

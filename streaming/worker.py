@@ -450,6 +450,8 @@ class WorkerPipelineFactory:
 
     def __init__(self, config: AppConfig) -> None:
         self.config = config
+        if config.model.threads is not None:
+            torch.set_num_threads(config.model.threads)  # process-wide: before any thread runs
         self.worker = ModelWorker(config)
         self._renderer_factory = lambda: ConditionRenderer(config)
 
