@@ -53,6 +53,14 @@ def register(commands: Any, bench: Any) -> None:
     )
     e2e.set_defaults(handler=_bench_e2e)
 
+    fanout = bench.add_parser(
+        "fanout", help="server CPU per viewer: direct aiortc viewers vs through Janus"
+    )
+    fanout.add_argument("--json", action="store_true")
+    fanout.add_argument("--frames", type=int, default=150, help="frames per measurement")
+    fanout.add_argument("--viewers", default="1,4,16", help="viewer counts to measure")
+    fanout.set_defaults(handler=_bench_fanout)
+
 
 def _serve(args: argparse.Namespace, config: AppConfig) -> int:
     from server.app import serve_until_signal
@@ -98,4 +106,13 @@ def _bench_e2e(args: argparse.Namespace, config: AppConfig) -> int:
                 f"(distinct frames {row['distinct_fps']}, {row['skipped_frames']} skipped), "
                 f"server RSS {row['server_rss_mb']} MB"
             )
+    return 0
+
+
+def _bench_fanout(args: argparse.Namespace, config: AppConfig) -> int:
+    from server.bench_fanout import format_table, run_bench
+
+    counts = [int(part) for part in args.viewers.split(",") if part]
+    results = asyncio.run(run_bench(config, counts, args.frames))
+    print(json.dumps(results, indent=2) if args.json else format_table(results))
     return 0
