@@ -7,15 +7,21 @@ SSIM/PSNR against the ground truth that the synthetic anchor provides.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 
+from model.config import FaceConfig, SamplerConfig
+from model.face_geometry import crop_faces
 from model.training.bench import psnr, ssim
 from model.training.bundle import bundle_meta, load_bundle
 from model.training.data import _image
-from model.training.dataset import load_dataset, read_png
+from model.training.dataset import ManifestEntry, load_dataset, read_png
+from streaming.face_stage import FaceGeometry, matrix_for
 from streaming.frames import ConditionFrame
 from streaming.generate import generate_streaming
 
@@ -30,7 +36,10 @@ def demo_figures(
 
     The clip goes through the live chain (``streaming.generate.generate_streaming``:
     window sampler in ``low`` mode, condition encoding, VAE decode) with the sampler
-    settings of the bundle's ``bundle.json``; fps counts committed, decoded frames.
+    settings of the bundle's ``bundle.json``; fps counts committed, decoded frames. When
+    the bundle has a face model (``head/``) the clip runs a second time with the face
+    stage on, fed the held-out face geometry, and ``face_on`` reports its fps, whole-frame
+    SSIM/PSNR, and SSIM/PSNR of the aligned face crops with and without the face stage.
     """
     meta = bundle_meta(folder)
     sampler = config.sampler.model_copy(
@@ -44,21 +53,21 @@ def demo_figures(
         }
     )
     model = config.model.model_copy(update={"attention": meta.get("attention", "per-frame")})
-    components = load_bundle(folder, model, sampler)
+    face = _bundle_face(folder, meta, config.face)
+    components = load_bundle(folder, model, sampler, face=face)
     size = components.image_size
-    _, entries = load_dataset(heldout)
+    header, entries = load_dataset(heldout)
     entries = entries[:frames]
+    targets = torch.stack([_image(read_png(heldout / e.frame), size) for e in entries])
+    face_size = face.size if face is not None else None
     conditions = [
         ConditionFrame(seq=index, pts=index / 30.0,
-                       condition=_image(read_png(heldout / entry.condition), size))
+                       condition=_image(read_png(heldout / entry.condition), size),
+                       face=_geometry(heldout, entry, header.size, face_size))
         for index, entry in enumerate(entries)
     ]  # fmt: skip
-    targets = torch.stack([_image(read_png(heldout / e.frame), size) for e in entries])
-    start = time.perf_counter()
-    committed = generate_streaming(conditions, components, sampler)
-    elapsed = time.perf_counter() - start
-    generated = torch.stack([frame.image for frame in committed if frame.image is not None])
-    return {
+    generated, fps = _run(conditions, components, sampler, None)
+    report: dict[str, Any] = {
         "bundle": str(folder),
         "heldout": str(heldout),
         "frames": len(entries),
@@ -69,7 +78,88 @@ def demo_figures(
         "overlap": sampler.overlap,
         "attention": model.attention,
         "threads": torch.get_num_threads(),
-        "fps": len(entries) / elapsed,
+        "fps": fps,
         "ssim": ssim(generated, targets),
         "psnr": psnr(generated, targets),
+        "face_on": None,
     }
+    if face is not None:
+        enhanced, face_fps = _run(conditions, components, sampler, face)
+        matrices = _frame_matrices(entries, header.size, size)
+        truth = crop_faces(targets, matrices, face.size)
+        before = crop_faces(generated, matrices, face.size)
+        after = crop_faces(enhanced, matrices, face.size)
+        report["face_on"] = {
+            "face_size": face.size,
+            "face_steps": face.steps,
+            "fps": face_fps,
+            "ssim": ssim(enhanced, targets),
+            "psnr": psnr(enhanced, targets),
+            "face_crop_ssim": ssim(after, truth),
+            "face_crop_psnr": psnr(after, truth),
+            "face_off_face_crop_ssim": ssim(before, truth),
+            "face_off_face_crop_psnr": psnr(before, truth),
+        }
+    return report
+
+
+def _run(
+    conditions: list[ConditionFrame],
+    components: Any,
+    sampler: SamplerConfig,
+    face: FaceConfig | None,
+) -> tuple[torch.Tensor, float]:
+    """Generated frames (N, 3, S, S) of one streaming run and its committed frames/s."""
+    clip = [replace(frame, features=None) for frame in conditions]
+    start = time.perf_counter()
+    committed = generate_streaming(clip, components, sampler, face)
+    elapsed = time.perf_counter() - start
+    images = torch.stack([frame.image for frame in committed if frame.image is not None])
+    return images, len(clip) / elapsed
+
+
+def _bundle_face(folder: Path, meta: dict[str, Any], face: FaceConfig) -> FaceConfig | None:
+    """The face settings the bundle was trained with, None without a face model."""
+    settings = meta.get("face")
+    if settings is None or not (folder / "head" / "unet").is_dir():
+        return None
+    return face.model_copy(
+        update={
+            "enabled": True,
+            "size": int(settings["size"]),
+            "steps": int(settings["steps"]),
+            "guidance_scale": float(settings["guidance_scale"]),
+            "controlnet_scale": float(settings.get("controlnet_scale", 1.0)),
+        }
+    )
+
+
+def _geometry(
+    folder: Path, entry: ManifestEntry, frame_size: int, face_size: int | None
+) -> FaceGeometry | None:
+    """A held-out frame's face geometry from the dataset (its alignment, mesh crop, mask)."""
+    if face_size is None:
+        return None
+    mask = _image(read_png(folder / entry.face_mask), face_size)
+    return FaceGeometry(
+        matrix=np.asarray(entry.face_matrix, dtype=np.float32),
+        mesh_crop=_image(read_png(folder / entry.face_condition), face_size),
+        keep_mask=(mask[:1] > 0.5).float(),
+        image_size=(frame_size, frame_size),
+    )
+
+
+def _frame_matrices(
+    entries: list[ManifestEntry], frame_size: int, size: int
+) -> NDArray[np.float32]:
+    """(N, 2, 3) alignment matrices for frames of ``size`` pixels."""
+    matrices = []
+    for entry in entries:
+        geometry = FaceGeometry(
+            matrix=np.asarray(entry.face_matrix, dtype=np.float32),
+            mesh_crop=torch.zeros(0),
+            keep_mask=torch.zeros(0),
+            image_size=(frame_size, frame_size),
+        )
+        matrices.append(matrix_for(geometry, size, size))
+    return np.stack(matrices).astype(np.float32)

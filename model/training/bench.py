@@ -3,7 +3,8 @@
 - it/s of one body training step (tiny preset, batch 4, 64 px, CPU, AdamW, clipping);
 - when the demo bundle exists: committed frames/s of the streaming sampler (``low``
   mode, the bundle's steps, CFG off) including the condition encoding and the VAE decode,
-  and SSIM / PSNR of its output against the held-out synthetic ground truth.
+  and SSIM / PSNR of its output against the held-out synthetic ground truth; with the
+  bundle's face model, the same with the face stage on and SSIM / PSNR of the face crops.
 """
 
 from __future__ import annotations
@@ -126,6 +127,14 @@ def format_report(report: dict[str, Any]) -> str:
             f"{demo['fps']:.1f} frames/s, SSIM {demo['ssim']:.3f}, PSNR {demo['psnr']:.2f} dB "
             f"on {demo['frames']} held-out frames"
         )
+        face = demo.get("face_on")
+        if face:
+            lines.append(
+                f"  with the face stage ({face['face_size']} px, {face['face_steps']} steps): "
+                f"{face['fps']:.1f} frames/s, SSIM {face['ssim']:.3f}, face crops SSIM "
+                f"{face['face_off_face_crop_ssim']:.3f} -> {face['face_crop_ssim']:.3f}, "
+                f"PSNR {face['face_off_face_crop_psnr']:.2f} -> {face['face_crop_psnr']:.2f} dB"
+            )
     else:
         lines.append(f"demo: {report.get('demo_missing')}")
     return "\n".join(lines)

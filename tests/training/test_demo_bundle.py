@@ -32,6 +32,13 @@ def test_demo_figures_on_synthetic_heldout_motion(synth_root: Path) -> None:
     assert report["frames"] == 12 and report["size"] == 128 and report["mode"] == "low"
     # The demo anchor was trained on this figure and scene: far from noise.
     assert report["ssim"] > 0.5 and report["psnr"] > 18.0
+    # The bundle has a face model: the clip also ran with the face stage on held-out geometry.
+    face = report["face_on"]
+    assert face is not None and face["face_size"] == bundle_meta(DEMO)["face"]["size"]
+    # (this fixture is 64 px with 32 px faces, upsampled to the bundle's 128/64: low bars)
+    assert face["ssim"] > 0.5 and face["face_crop_ssim"] > 0.25
+    # The face stage changed the face crops (it regenerates them), not the rest of the frame.
+    assert face["face_crop_psnr"] != face["face_off_face_crop_psnr"]
 
 
 def test_demo_config_runs_the_bundles_face_model() -> None:
