@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "model.commands",
     "model.motion.commands",
     "model.training.commands",
+    "model.evaluation.commands",
     "streaming.commands",
     "server.commands",
     "clients.commands",

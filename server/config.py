@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, field_validator
 from model.audio2motion.config import Audio2MotionConfig
 from model.config import FaceConfig, ModelConfig, RenderConfig, SamplerConfig, Section
 from model.errors import AnchorError
+from model.evaluation.config import EvalConfig
 from model.training.config import TrainConfig
 
 ENV_PREFIX = "ANCHOR_"
@@ -169,6 +170,7 @@ class AppConfig(Section):
     broadcast: BroadcastConfig = BroadcastConfig()
     audio2motion: Audio2MotionConfig = Audio2MotionConfig()
     train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
 
 
 class ConfigError(AnchorError):
