@@ -99,6 +99,13 @@ def _register_prepare(commands: Any) -> None:
         "--foreground", type=Path, default=None, help="folder of %%06d.png person masks (stage 1)"
     )
     prepare.add_argument(
+        "--segmenter",
+        default=None,
+        metavar="SPEC",
+        help="person masks from a plug-in instead: onnx:MODEL.onnx, module:function or "
+        "file.py:function (see model/training/segmentation.py)",
+    )
+    prepare.add_argument(
         "--stage",
         choices=("pretrain", "finetune"),
         default="finetune",
@@ -121,6 +128,7 @@ def prepare_command(args: argparse.Namespace, config: AppConfig) -> int:
         perturbations=args.perturbations,
         perturbation_std=args.perturbation_std,
         foreground=args.foreground,
+        segmenter=args.segmenter,
         stage=args.stage,
     )
     written = prepare_dataset(args.video, args.motion, args.out, options, config.render)

@@ -27,6 +27,7 @@ from model.errors import AnchorError
 from model.motion.readers import open_motion
 from model.training.dataset import DatasetHeader, iter_existing
 from model.training.rendering import Crop, DatasetRenderer, perturb_frames
+from model.training.segmentation import load_segmenter
 from model.training.writer import write_window
 
 log = logging.getLogger("anchor.training.prepare")
@@ -46,6 +47,9 @@ class PrepareOptions:
     perturbations: int = 1
     perturbation_std: float = 0.05
     foreground: Path | None = None
+    # A segmentation plug-in spec (model/training/segmentation.py) run on the cropped
+    # frames; the other way to get stage-1 foreground masks.
+    segmenter: str | None = None
     stage: str = "finetune"
     reference_seed: int = 0
 
@@ -159,6 +163,9 @@ def prepare_dataset(
     crop = options.crop or ((width - side) // 2, (height - side) // 2, side)
     if crop[0] + crop[2] > width or crop[1] + crop[2] > height:
         raise AnchorError(f"--crop {crop}: outside the {width}x{height} video {video}")
+    if options.foreground is not None and options.segmenter is not None:
+        raise AnchorError("--foreground and --segmenter both give masks: choose one")
+    segmenter = load_segmenter(options.segmenter) if options.segmenter else None
     header = DatasetHeader(
         size=options.size,
         fps=options.fps,
@@ -169,7 +176,7 @@ def prepare_dataset(
         crop=crop,
         perturbations=options.perturbations,
         perturbation_std=options.perturbation_std,
-        foreground=options.foreground is not None,
+        foreground=options.foreground is not None or options.segmenter is not None,
         extra={"stage": options.stage},
     )
     if (out / "dataset.json").is_file():
@@ -207,6 +214,8 @@ def prepare_dataset(
                 foreground = np.stack(
                     [_foreground(options.foreground, i, crop, options.size) for i in todo]
                 )
+            elif segmenter is not None:
+                foreground = segmenter(np.stack([images[index - start] for index in todo]))
             write_window(
                 out,
                 header,
