@@ -28,7 +28,7 @@ from model.evaluation.config import EvalConfig
 from model.evaluation.lmd import landmark_mean_distance
 from model.evaluation.pixels import flicker_report, l1, mse_per_frame, psnr_from_mse, ssim
 from model.evaluation.video import check_pair
-from model.motion.frame import MotionFrame
+from model.motion.frame import BodyModelSettings, MotionFrame
 from model.motion.readers import MotionClip
 
 METRICS = ("ssim", "psnr", "l1", "flicker", "lpips", "fid", "fvd", "lmd")
@@ -123,11 +123,18 @@ class Evaluator:
     # -- metrics ------------------------------------------------------------------------
 
     def reference(
-        self, motion: MotionSource, frames: int, width: int, height: int, camera_frames: int = 16
+        self,
+        motion: MotionSource,
+        frames: int,
+        width: int,
+        height: int,
+        camera_frames: int = 16,
+        settings: BodyModelSettings | None = None,
     ) -> Any:
-        """Reference keypoints of the first ``frames`` motion frames, in a width x height video."""
+        """Reference keypoints (``ReferenceKeypoints``) of the first ``frames`` motion frames,
+        in a ``width x height`` video. ``settings``: the body-model settings of bare frames
+        (a motion file or clip carries its own); default TalkSHOW's."""
         from model.evaluation.landmarks import reference_keypoints
-        from model.motion.frame import BodyModelSettings
         from model.motion.readers import open_motion
 
         if isinstance(motion, str | Path):
@@ -140,7 +147,7 @@ class Evaluator:
                 )
             motion_frames = list(motion.frames(0, frames))
         else:
-            settings = BodyModelSettings()
+            settings = settings or BodyModelSettings()
             motion_frames = list(motion)
             if len(motion_frames) < frames:
                 raise AnchorError(
@@ -290,10 +297,11 @@ def evaluate(
     metrics: Iterable[str] | None = None,
     render: RenderConfig | None = None,
     camera_frames: int = 16,
+    reference: Any = None,
 ) -> dict[str, Any]:
     """One-shot ``Evaluator(config, render).evaluate(...)`` (networks load on every call)."""
     return Evaluator(config or EvalConfig(), render).evaluate(
-        pred, gt, motion, metrics, camera_frames
+        pred, gt, motion, metrics, camera_frames, reference
     )
 
 

@@ -92,3 +92,7 @@ def test_anchor_eval_table_and_errors(
     assert "pred has 12 frames, gt has 20" in capsys.readouterr().err
     assert main(["eval", "--pred", str(tmp_path / "none.mp4"), "--gt", str(gt)]) == 1
     assert "video not found" in capsys.readouterr().err
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video")
+    assert main(["eval", "--pred", str(garbage), "--gt", str(gt)]) == 1
+    assert f"cannot read video {garbage}" in capsys.readouterr().err
