@@ -56,9 +56,11 @@ async def measure(
         try:
             for _ in range(viewers):
                 if janus is not None:
-                    probe: ViewerProbe = JanusViewerProbe(janus.url, room=ROOM, display=session)
+                    probe: ViewerProbe = JanusViewerProbe(
+                        janus.url, audio=True, room=ROOM, display=session
+                    )
                 else:
-                    probe = ViewerProbe(_url(config, session, "view"))
+                    probe = ViewerProbe(_url(config, session, "view"), audio=True)
                 probes.append(probe)
                 await probe.connect()
             await producer.start()

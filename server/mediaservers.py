@@ -128,9 +128,11 @@ class LocalJanus(_ChildProcess):
 
     name = "janus"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, session_timeout_s: int = 60) -> None:
         super().__init__(folder)
         self.port = free_port()
+        # Janus ends a session that sent no request for this long (clients send keepalives).
+        self.session_timeout_s = session_timeout_s
 
     @property
     def url(self) -> str:
@@ -170,7 +172,7 @@ class LocalJanus(_ChildProcess):
             f'  loggers_folder = "{self.folder / "loggers"}"\n'
             "  debug_level = 4\n"
             "  debug_colors = false\n"
-            "  session_timeout = 60\n"
+            f"  session_timeout = {self.session_timeout_s}\n"
             "  hide_dependencies = true\n"
             "}\n"
             "media: {\n  ipv6 = false\n}\n"

@@ -101,6 +101,23 @@ def test_session_publishes_into_janus_and_a_subscriber_receives_its_frames(
     assert results["after"] == []
 
 
+def test_keepalives_keep_a_janus_session_that_would_otherwise_time_out(tmp_path: Path) -> None:
+    async def main(janus: LocalJanus) -> None:
+        async with (
+            JanusConnection(janus.url, keepalive_s=0.5) as kept,
+            JanusConnection(janus.url, keepalive_s=600.0) as silent,
+        ):
+            await asyncio.wait_for(silent.lost.wait(), 15.0)
+            assert silent.closed_reason == "session timed out in Janus"
+            assert not kept.lost.is_set()
+            handle = await kept.attach(VIDEOROOM)  # the kept session still answers
+            data, _ = await handle.message({"request": "exists", "room": ROOM})
+            assert data["exists"] is False
+
+    with LocalJanus(tmp_path / "janus", session_timeout_s=2) as janus:
+        asyncio.run(main(janus))
+
+
 def test_unreachable_janus_is_reported_in_the_status_and_the_session_still_runs(
     tmp_path: Path,
 ) -> None:
