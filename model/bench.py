@@ -45,17 +45,18 @@ def bench_model(
 ) -> dict[str, Any]:
     """Median ms of one unguided UNet + ControlNet call on a 16-frame window, for every
     attention mode, with and without the cached conditioning embedding, per latent size."""
+    if model.backend != "torch":
+        raise AnchorError(
+            "model.backend: anchor bench model times the torch networks (anchor bench onnx "
+            "compares the two backends)"
+        )
     results = []
     device = dtype = None
     for latent_size in latent_sizes:
         config = model.model_copy(update={"image_size": latent_size * 8})
         components = build_components(config, SamplerConfig(), FaceConfig(enabled=False))
         denoiser = components.denoiser
-        if not isinstance(denoiser, SGDMDenoiser):
-            raise AnchorError(
-                "model.backend: anchor bench model times the torch networks (anchor bench "
-                "onnx compares the two backends)"
-            )
+        assert isinstance(denoiser, SGDMDenoiser)
         device, dtype = components.device, components.dtype
         generator = torch.Generator().manual_seed(0)
         shape = (1, WINDOW_FRAMES, denoiser.latent_channels, latent_size, latent_size)

@@ -29,6 +29,7 @@ import json
 import logging
 import shutil
 import tempfile
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,12 @@ def _export_graph(
     inputs, outputs = names
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         traced = Path(scratch) / target.name
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # TracerWarnings: diffusers' shape tests (upsample size, contiguity) fold into
+            # constants, right for the fixed latent height and width of the graph.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", "You are using the legacy TorchScript")
+            warnings.filterwarnings("ignore", "The feature will be removed")
             torch.onnx.export(
                 module,
                 example,
