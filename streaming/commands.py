@@ -61,6 +61,24 @@ def register(commands: Any, bench: Any) -> None:
     )
     train.set_defaults(handler=bench_train_command)
 
+    quality = bench.add_parser(
+        "quality",
+        help="the demo model vs ground truth: the paper's Table 1/2 rows on held-out motion",
+    )
+    quality.add_argument("--json", action="store_true", help="print JSON")
+    quality.add_argument("--frames", type=int, default=96, help="held-out frames per row")
+    quality.add_argument(
+        "--demo", type=Path, default=Path("clients/models/demo"), help="model bundle"
+    )
+    quality.add_argument(
+        "--heldout", type=Path, default=None, help="held-out synthetic dataset (ground truth)"
+    )
+    quality.add_argument(
+        "--variants", default=None, help="comma-separated rows to run (default: all)"
+    )
+    quality.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    quality.set_defaults(handler=bench_quality_command)
+
     parser = bench.add_parser(
         "sampler",
         help="ms per committed frame, overhead and latency of offline, exact and low sampling",
@@ -161,4 +179,20 @@ def bench_train_command(args: argparse.Namespace, config: AppConfig) -> int:
 
     report = bench_train(args.steps, args.demo, args.heldout, config, demo_figures)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def bench_quality_command(args: argparse.Namespace, config: AppConfig) -> int:
+    """Handler of ``anchor bench quality``."""
+    from streaming.bench_quality import bench_quality, format_report
+
+    if args.frames < 2:
+        raise AnchorError(f"--frames must be >= 2, got {args.frames}")
+    names = [name.strip() for name in args.variants.split(",")] if args.variants else None
+    report = bench_quality(config, args.demo, args.heldout, args.frames, names)
+    text = json.dumps(report, indent=2)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text if args.json else format_report(report))
     return 0

@@ -7,7 +7,7 @@ SSIM/PSNR against the ground truth that the synthetic anchor provides.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,24 +53,16 @@ def demo_figures(
         }
     )
     model = config.model.model_copy(update={"attention": meta.get("attention", "per-frame")})
-    face = _bundle_face(folder, meta, config.face)
+    face = bundle_face(folder, meta, config.face)
     components = load_bundle(folder, model, sampler, face=face)
     size = components.image_size
-    header, entries = load_dataset(heldout)
-    entries = entries[:frames]
-    targets = torch.stack([_image(read_png(heldout / e.frame), size) for e in entries])
-    face_size = face.size if face is not None else None
-    conditions = [
-        ConditionFrame(seq=index, pts=index / 30.0,
-                       condition=_image(read_png(heldout / entry.condition), size),
-                       face=_geometry(heldout, entry, header.size, face_size))
-        for index, entry in enumerate(entries)
-    ]  # fmt: skip
-    generated, fps = _run(conditions, components, sampler, None)
+    clip = load_heldout(heldout, size, face.size if face is not None else None, frames)
+    conditions, targets = clip.conditions, clip.targets
+    generated, fps = run_clip(conditions, components, sampler, None)
     report: dict[str, Any] = {
         "bundle": str(folder),
         "heldout": str(heldout),
-        "frames": len(entries),
+        "frames": len(conditions),
         "size": size,
         "steps": sampler.steps,
         "mode": sampler.mode,
@@ -84,8 +76,8 @@ def demo_figures(
         "face_on": None,
     }
     if face is not None:
-        enhanced, face_fps = _run(conditions, components, sampler, face)
-        matrices = _frame_matrices(entries, header.size, size)
+        enhanced, face_fps = run_clip(conditions, components, sampler, face)
+        matrices = clip.face_matrices
         truth = crop_faces(targets, matrices, face.size)
         before = crop_faces(generated, matrices, face.size)
         after = crop_faces(enhanced, matrices, face.size)
@@ -103,7 +95,37 @@ def demo_figures(
     return report
 
 
-def _run(
+@dataclass(slots=True)
+class HeldOut:
+    """A held-out synthetic clip at the model size: what the model gets and the truth.
+
+    conditions: condition frames with the dataset's face geometry (when a face size was
+    given); targets: (N, 3, S, S) [0, 1] ground-truth frames; face_matrices: (N, 2, 3)
+    alignment of S-pixel frames to face crops; motion: the clip's motion file.
+    """
+
+    conditions: list[ConditionFrame]
+    targets: torch.Tensor
+    face_matrices: NDArray[np.float32]
+    motion: Path
+
+
+def load_heldout(folder: Path, size: int, face_size: int | None, frames: int) -> HeldOut:
+    """The first ``frames`` frames of the held-out dataset ``folder`` at ``size`` pixels."""
+    header, entries = load_dataset(folder)
+    entries = entries[:frames]
+    targets = torch.stack([_image(read_png(folder / e.frame), size) for e in entries])
+    conditions = [
+        ConditionFrame(seq=index, pts=index / header.fps,
+                       condition=_image(read_png(folder / entry.condition), size),
+                       face=_geometry(folder, entry, header.size, face_size))
+        for index, entry in enumerate(entries)
+    ]  # fmt: skip
+    matrices = _frame_matrices(entries, header.size, size)
+    return HeldOut(conditions, targets, matrices, folder / "motion.npz")
+
+
+def run_clip(
     conditions: list[ConditionFrame],
     components: Any,
     sampler: SamplerConfig,
@@ -118,7 +140,7 @@ def _run(
     return images, len(clip) / elapsed
 
 
-def _bundle_face(folder: Path, meta: dict[str, Any], face: FaceConfig) -> FaceConfig | None:
+def bundle_face(folder: Path, meta: dict[str, Any], face: FaceConfig) -> FaceConfig | None:
     """The face settings the bundle was trained with, None without a face model."""
     settings = meta.get("face")
     if settings is None or not (folder / "head" / "unet").is_dir():

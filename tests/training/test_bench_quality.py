@@ -1,0 +1,60 @@
+"""``anchor bench quality``: the demo bundle's ablation rows scored against ground truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from model.errors import AnchorError
+from server.cli import main
+from server.config import AppConfig
+from streaming.bench_quality import VARIANTS, bench_quality, format_report
+
+DEMO = Path(__file__).resolve().parents[2] / "clients" / "models" / "demo"
+
+
+def test_rows_reproduce_the_paper_tables(synth_root: Path) -> None:
+    report = bench_quality(AppConfig(), DEMO, synth_root / "heldout", 12, ["full", "w/o FE"])
+    full, no_face = report["rows"]
+    assert report["frames"] == 12
+    assert (full["mode"], full["attention"], full["window_size"], full["overlap"]) == (
+        "exact",
+        "all-frame",
+        16,
+        4,
+    )
+    assert full["face"] and not no_face["face"]
+    for row in (full, no_face):
+        metrics = row["metrics"]
+        assert 0.3 < metrics["ssim"] <= 1.0 and metrics["psnr"] > 12.0
+        assert 0.0 < metrics["l1"] < 0.5 and "flicker_difference" in metrics
+        assert 0.0 < metrics["face_ssim"] <= 1.0
+        # no feature networks are configured here: listed with the field to set
+        assert "eval.lpips_weights" in row["skipped"]["lpips"]
+    # the face stage regenerates the face crops: they differ with and without it
+    assert full["metrics"]["face_psnr"] != no_face["metrics"]["face_psnr"]
+    text = format_report(report)
+    assert "w/o FE" in text and "face_ssim" in text and "not computed: fid" in text
+
+
+def test_unknown_variant_and_missing_data_are_named(tmp_path: Path) -> None:
+    with pytest.raises(AnchorError, match=r"unknown \['nope'\]"):
+        bench_quality(AppConfig(), DEMO, tmp_path, 12, ["nope"])
+    with pytest.raises(AnchorError, match=r"no held-out synthetic dataset.*synth-dataset"):
+        bench_quality(AppConfig(), DEMO, tmp_path, 12, [VARIANTS[0].name])
+
+
+def test_cli_writes_json(
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "quality.json"
+    code = main(
+        ["bench", "quality", "--heldout", str(synth_root / "heldout"), "--frames", "8",
+         "--variants", "live demo", "--json", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text())
+    assert [row["variant"] for row in printed["rows"]] == ["live demo"]
