@@ -158,6 +158,10 @@ async def run_bench(base: AppConfig, viewer_counts: list[int], frames: int) -> d
     }
 
 
+def _blank_if_none(value: Any) -> Any:
+    return "" if value is None else value
+
+
 def format_table(results: dict[str, Any]) -> str:
     lines = [
         f"fan-out, {results['preset']} preset {results['resolution']} at {results['fps']} fps, "
@@ -172,6 +176,7 @@ def format_table(results: dict[str, Any]) -> str:
             lines.append(
                 f"{row['mode']:<7} {phase:<9} {row['viewers']:>7} {cells['server_cores']:>7.3f} "
                 f"{cells['janus_cores']:>6.3f} {cells.get('server_ms_per_viewer_s', ''):>13} "
-                f"{cells.get('janus_ms_per_viewer_s', ''):>12} {cells['viewer_fps'] or '':>10}"
+                f"{cells.get('janus_ms_per_viewer_s', ''):>12} "
+                f"{_blank_if_none(cells['viewer_fps']):>10}"
             )
     return "\n".join(lines)
