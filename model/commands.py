@@ -54,7 +54,7 @@ def register(commands: Any, bench: Any) -> None:
         type=int,
         nargs="+",
         default=None,
-        help="latent sizes (default: 8 16 32 for tiny, 64 for sd15)",
+        help="latent sizes (default: 8 16 32 for tiny, else the model's own size)",
     )
     onnx_bench.set_defaults(handler=bench_onnx_command)
 
@@ -89,7 +89,9 @@ def bench_onnx_command(args: argparse.Namespace, config: AppConfig) -> int:
     """Handler of ``anchor bench onnx``."""
     from model.onnx_bench import bench_onnx, format_report
 
-    sizes = args.latent_sizes or ([8, 16, 32] if config.model.preset == "tiny" else [64])
-    report = bench_onnx(config.model, tuple(sizes), args.repeats)
+    sizes: list[int | None] = args.latent_sizes or (
+        [8, 16, 32] if config.model.preset == "tiny" else [None]
+    )
+    report = bench_onnx(config.model, config.sampler, tuple(sizes), args.repeats)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

@@ -78,22 +78,29 @@ def _backends(
 
 
 def bench_onnx(
-    model: ModelConfig, latent_sizes: tuple[int, ...] = (8, 16, 32), repeats: int = 5
+    model: ModelConfig,
+    sampler: SamplerConfig,
+    latent_sizes: tuple[int | None, ...] = (8, 16, 32),
+    repeats: int = 5,
 ) -> dict[str, Any]:
-    """Median ms per 16-frame call for both backends, per latent size (see module doc)."""
+    """Median ms per 16-frame call for both backends, per latent size (None: the model's
+    own size), guided with ``sampler.guidance_scale`` (see module doc)."""
     if model.backend != "torch":
         raise AnchorError("model.backend: anchor bench onnx builds both backends; leave it 'torch'")
-    sampler = SamplerConfig(window_size=WINDOW_FRAMES)
+    sampler = sampler.model_copy(
+        update={"window_size": WINDOW_FRAMES, "overlap": min(sampler.overlap, WINDOW_FRAMES - 1)}
+    )
     results = []
     providers: list[str] = []
     torch_placement = ""
-    for latent_size in latent_sizes:
-        config = model.model_copy(update={"image_size": latent_size * 8})
+    for size in latent_sizes:
+        config = model if size is None else model.model_copy(update={"image_size": size * 8})
         with tempfile.TemporaryDirectory(prefix="anchor-onnx-") as folder:
             torch_denoiser, onnx_denoiser, torch_placement = _backends(
                 config, sampler, Path(folder)
             )
             providers = onnx_denoiser.providers
+            latent_size = torch_denoiser.latent_height
             inputs = _inputs(torch_denoiser, latent_size)
             for name, call in (("window", _window_call), ("guided predict", _predict_call)):
                 row: dict[str, Any] = {"latent_size": latent_size, "call": name}
@@ -122,12 +129,18 @@ def bench_onnx(
 
 def format_report(report: dict[str, Any]) -> str:
     """Human-readable table of ``bench_onnx``'s result."""
+    guidance = report["guidance_scale"]
+    predict = (
+        f"CFG {guidance}, both halves in one call"
+        if guidance > 1.0
+        else f"guidance_scale {guidance}: no CFG, same work as the window call"
+    )
     lines = [
         f"one {report['frames_per_window']}-frame window, preset {report['preset']}, "
         f"attention {report['attention']}, median of {report['repeats']}, "
         f"{report['threads']} threads",
         f"torch on {report['torch']}; onnxruntime on {', '.join(report['onnxruntime_providers'])}"
-        f" (float32); guided predict = CFG {report['guidance_scale']}, both halves in one call",
+        f" (float32); guided predict: {predict}",
         f"{'latent':>7} {'call':>15} {'torch ms':>9} {'ort ms':>9} {'ort/torch':>9} "
         f"{'max |diff|':>10}",
     ]
