@@ -1,0 +1,416 @@
+"""Session workers on a Ray cluster: a ``PipelineFactory`` whose sessions run in Ray actors.
+
+front process (server: websockets, WebRTC, recording)            Ray actor (any node)
+  RaySession.submit/end/clear -> command queue -> sender thread -> SessionWorker.push
+                                                                    -> WorkerSession (render,
+                                                                       sampler, decode, face)
+  PipelineSink <- receiver thread <- SessionWorker.pull (long poll) <- event queue
+
+The actor runs the in-process pipeline of ``streaming.worker`` unchanged (its own
+``ModelWorker`` over the GPU share Ray gave it); this module only carries commands and
+results across. It imports neither torch nor the model stack: the actor imports them in
+its ``__init__``, on the worker node.
+
+Transport: neither side blocks per frame. The sender thread drains every command queued
+while its previous ``push`` was in flight into one call (motion frames batched, order
+kept: one ``push`` in flight at a time); the receiver thread long-polls ``pull``, which
+returns every event the actor produced since the last poll (committed frames batched,
+uint8 images as return values through Ray's object store).
+
+Failure: an actor that dies (``RayActorError``), is never placed (``placement_timeout_s``)
+or whose pipeline fails calls ``PipelineSink.failed`` once; ``close`` kills the actor,
+freeing its resources.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from model.errors import AnchorError
+from streaming.pipeline import OutputFrame, PipelineSink, worker_latency_frames
+
+if TYPE_CHECKING:
+    from model.config import ModelConfig
+    from server.config import AppConfig, ClusterConfig
+
+log = logging.getLogger("anchor.cluster")
+
+# How long one ``pull`` waits in the actor for an event; bounds how long ``close`` waits
+# for the receiver thread and how late an idle session notices a dead actor.
+PULL_WAIT_S = 0.25
+# Concurrent calls a session actor serves: one push, one pull and ``ready``.
+ACTOR_CONCURRENCY = 3
+
+
+class _EventQueue:
+    """PipelineSink inside the actor: collects results until the front pulls them.
+
+    Unbounded by type, bounded by the producer's credits (every frame in it is in flight).
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._events: list[tuple[str, Any]] = []
+
+    def _add(self, kind: str, payload: Any) -> None:
+        with self._changed:
+            if kind == "frames" and self._events and self._events[-1][0] == "frames":
+                self._events[-1][1].extend(payload)
+            else:
+                self._events.append((kind, payload))
+            self._changed.notify_all()
+
+    def frames(self, frames: list[OutputFrame]) -> None:
+        self._add("frames", list(frames))
+
+    def ended(self) -> None:
+        self._add("ended", None)
+
+    def failed(self, error: BaseException) -> None:
+        # The message, not the exception: it must unpickle in the front process.
+        self._add("failed", str(error) or type(error).__name__)
+
+    def take(self, wait_s: float) -> list[tuple[str, Any]]:
+        with self._changed:
+            self._changed.wait_for(lambda: bool(self._events), wait_s)
+            events, self._events = self._events, []
+        return events
+
+
+class SessionWorker:
+    """The body of a session actor: one ``WorkerSession`` over its own ``ModelWorker``.
+
+    Runs on a Ray worker node; torch and the model load here, in ``__init__``.
+    """
+
+    def __init__(self, config: AppConfig, session_id: str, identity: ModelConfig) -> None:
+        from streaming.worker import WorkerPipelineFactory
+
+        self._events = _EventQueue()
+        self._factory = WorkerPipelineFactory(config)
+        self._session = self._factory.create(session_id, identity, self._events)
+
+    def ready(self) -> dict[str, Any]:
+        """Where the actor runs and the session's latency (answered once ``__init__`` is done)."""
+        import os
+        import socket
+
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "latency_frames": self._session.latency_frames,
+        }
+
+    def push(self, commands: list[tuple[str, Any]]) -> None:
+        """Apply commands in order: ("frames", [motion, ...]), ("end", None), ("clear", None)."""
+        session = self._session
+        for kind, payload in commands:
+            if kind == "frames":
+                for motion in payload:
+                    session.submit(motion)
+            elif kind == "end":
+                session.end()
+            elif kind == "clear":
+                session.clear()
+            else:
+                raise AnchorError(f"session worker: unknown command {kind!r}")
+
+    def pull(self, wait_s: float) -> tuple[list[tuple[str, Any]], dict[str, int]]:
+        """Events since the last pull (waiting up to ``wait_s`` for one) and queue depths."""
+        events = self._events.take(wait_s)
+        return events, self._session.queue_depths()
+
+
+def _cause(error: BaseException) -> str:
+    """One line of a Ray error: why the actor died when Ray says so, else its first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("The actor is dead because"):
+            return line.removeprefix("The actor is dead because").strip().rstrip(".")
+    return lines[0].rstrip(".") if lines else type(error).__name__
+
+
+class RaySession:
+    """SessionPipeline whose work runs in a Ray actor; the two threads here carry it."""
+
+    def __init__(
+        self,
+        factory: RayPipelineFactory,
+        handle: Any,
+        session_id: str,
+        sink: PipelineSink,
+        latency_frames: int,
+    ) -> None:
+        self.factory = factory
+        self.actor = handle
+        self.session_id = session_id
+        self.sink = sink
+        self.latency_frames = latency_frames
+        self.demand = factory.demand
+        # Commands for the actor; bounded by the producer's credits (frames) plus control.
+        self._commands: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        # Front-process submission times by seq: the actor's clock may be another machine's.
+        self._submitted: dict[int, float] = {}
+        self._depths: dict[str, int] = {}
+        self._failed = False
+        self._closing = threading.Event()
+        self.placed = threading.Event()
+        # What the actor's ``ready`` answered (host, pid, latency_frames) once it is placed.
+        self.worker_info: dict[str, Any] = {}
+        self._sender = threading.Thread(target=self._send, name=f"ray-send:{session_id}")
+        self._receiver = threading.Thread(target=self._receive, name=f"ray-recv:{session_id}")
+        self._sender.start()
+        self._receiver.start()
+
+    # SessionPipeline (event loop) -------------------------------------------------------
+
+    def submit(self, motion: Any) -> None:
+        with self._lock:
+            self._submitted[motion.seq] = time.monotonic()
+        self._commands.put(("frame", motion))
+
+    def end(self) -> None:
+        self._commands.put(("end", None))
+
+    def clear(self) -> None:
+        self._commands.put(("clear", None))
+
+    def queue_depths(self) -> dict[str, int]:
+        depths = dict(self._depths)
+        depths["cluster_send"] = self._commands.qsize()
+        return depths
+
+    def close(self) -> None:
+        """Stop both threads and kill the actor (its resources are free again)."""
+        import ray
+
+        self._closing.set()
+        self._commands.put(None)
+        with contextlib.suppress(Exception):  # an actor that already died
+            ray.kill(self.actor)
+        self._sender.join()
+        self._receiver.join()
+        self.factory._forget(self)
+
+    # threads ----------------------------------------------------------------------------
+
+    def _fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self._failed or self._closing.is_set():
+                return
+            self._failed = True
+        self.sink.failed(error)  # the session logs it
+
+    def _worker_died(self, error: BaseException) -> AnchorError:
+        if not self._closing.is_set():
+            log.warning("session %s: worker lost: %s", self.session_id, error)
+        return AnchorError(
+            f"session {self.session_id}: its worker died ({_cause(error)}); "
+            "send start to run the session again on another worker"
+        )
+
+    def _send(self) -> None:
+        """Move queued commands to the actor, batching what queued during the last call."""
+        import ray
+        from ray.exceptions import RayError
+
+        while (item := self._commands.get()) is not None:
+            batch = [item]
+            stop = False
+            while not stop:
+                try:
+                    following = self._commands.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None:
+                    stop = True
+                else:
+                    batch.append(following)
+            try:
+                ray.get(self.actor.push.remote(_grouped(batch)))
+            except RayError as err:
+                self._fail(self._worker_died(err))
+                return
+            if stop:
+                return
+
+    def _receive(self) -> None:
+        """Wait for the actor to be placed, then pull its results until closed."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayError
+
+        timeout = self.factory.cluster.placement_timeout_s
+        try:
+            self.worker_info = ray.get(self.actor.ready.remote(), timeout=timeout)
+        except GetTimeoutError:
+            self._fail(
+                AnchorError(
+                    f"session {self.session_id}: no worker was placed within {timeout:g} s "
+                    f"(cluster.placement_timeout_s; the worker requests {_describe(self.demand)})"
+                )
+            )
+            return
+        except RayError as err:
+            self._fail(self._worker_died(err))
+            return
+        finally:
+            self.factory._placed(self)
+        self.placed.set()
+        log.info(
+            "session %s: worker placed on %s (pid %s)",
+            self.session_id,
+            self.worker_info["host"],
+            self.worker_info["pid"],
+        )
+        while not self._closing.is_set():
+            try:
+                events, depths = ray.get(self.actor.pull.remote(PULL_WAIT_S))
+            except RayError as err:
+                self._fail(self._worker_died(err))
+                return
+            self._depths = depths
+            for kind, payload in events:
+                if self._failed:  # the sender saw the actor die: nothing comes out after
+                    return
+                if kind == "frames":
+                    self.sink.frames(self._restamp(payload))
+                elif kind == "ended":
+                    self.sink.ended()
+                elif kind == "failed":
+                    self._fail(AnchorError(payload))
+                    return
+
+    def _restamp(self, frames: list[OutputFrame]) -> list[OutputFrame]:
+        """Submission times from this process's clock (latency is measured here), and
+        images of our own: Ray hands arrays out read-only, mapped on its object store."""
+        with self._lock:
+            for frame in frames:
+                frame.submitted_at = self._submitted.pop(frame.seq, frame.submitted_at)
+                if not frame.image.flags.writeable:
+                    frame.image = frame.image.copy()
+        return frames
+
+
+def _grouped(batch: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Consecutive ("frame", motion) commands -> one ("frames", [motion, ...]) command."""
+    commands: list[tuple[str, Any]] = []
+    for kind, payload in batch:
+        if kind == "frame":
+            if commands and commands[-1][0] == "frames":
+                commands[-1][1].append(payload)
+            else:
+                commands.append(("frames", [payload]))
+        else:
+            commands.append((kind, payload))
+    return commands
+
+
+def _describe(demand: dict[str, float]) -> str:
+    return " and ".join(f"{amount:g} {name}" for name, amount in demand.items()) or "nothing"
+
+
+def session_demand(cluster: ClusterConfig) -> dict[str, float]:
+    """Ray resources one session actor requests (only the non-zero ones)."""
+    demand = {"CPU": cluster.num_cpus, "GPU": cluster.num_gpus}
+    return {name: amount for name, amount in demand.items() if amount > 0}
+
+
+class RayPipelineFactory:
+    """PipelineFactory that runs every session in its own Ray actor (``cluster`` section).
+
+    Joins the cluster at ``cluster.ray_address`` unless this process already did
+    (``ray.init``); "local" starts a Ray instance here for a try-out.
+    """
+
+    def __init__(self, config: AppConfig) -> None:
+        import ray
+
+        self.config = config
+        self.cluster = config.cluster
+        self.demand = session_demand(self.cluster)
+        self.latency_frames = worker_latency_frames(config) + config.server.render_threads
+        self._owns_ray = False
+        if not ray.is_initialized():
+            address = self.cluster.ray_address
+            if address == "local":  # a new instance, even where a cluster runs already
+                ray.init(address="local", namespace=self.cluster.namespace, include_dashboard=False)
+            else:
+                ray.init(address=address, namespace=self.cluster.namespace)
+            self._owns_ray = True
+        options: dict[str, Any] = {
+            "num_cpus": self.cluster.num_cpus,
+            "num_gpus": self.cluster.num_gpus,
+            "max_concurrency": ACTOR_CONCURRENCY,
+            "max_restarts": 0,  # a restarted actor would have lost its session's state
+        }
+        if self.cluster.env:
+            options["runtime_env"] = {"env_vars": dict(self.cluster.env)}
+        self._actor_class = ray.remote(SessionWorker).options(**options)
+        self._lock = threading.Lock()
+        self._sessions: set[RaySession] = set()
+        self._unplaced: set[RaySession] = set()
+        resources = ray.cluster_resources()
+        log.info(
+            "Ray cluster: %s; each session worker requests %s",
+            _describe({name: resources.get(name, 0.0) for name in ("CPU", "GPU")}),
+            _describe(self.demand),
+        )
+
+    def create(self, session_id: str, identity: ModelConfig, sink: PipelineSink) -> RaySession:
+        """Start the session's actor; raises AnchorError when no worker capacity is free."""
+        with self._lock:
+            self._check_capacity()
+            handle = self._actor_class.remote(self.config, session_id, identity)
+            session = RaySession(self, handle, session_id, sink, self.latency_frames)
+            self._sessions.add(session)
+            if not session.placed.is_set():
+                self._unplaced.add(session)
+        return session
+
+    def _check_capacity(self) -> None:
+        """Refuse before creating an actor that could not be placed (caller holds the lock)."""
+        import ray
+
+        limit = self.cluster.max_workers
+        if limit and len(self._sessions) >= limit:
+            raise AnchorError(
+                f"start: no worker capacity free: all {limit} session workers are busy "
+                "(cluster.max_workers); try again when a session ends"
+            )
+        if not self.demand:
+            return
+        available = ray.available_resources()
+        for name, amount in self.demand.items():
+            # Actors created but not placed yet do not show in the cluster's usage.
+            pending = sum(session.demand.get(name, 0.0) for session in self._unplaced)
+            free = available.get(name, 0.0) - pending
+            if free + 1e-9 < amount:
+                raise AnchorError(
+                    f"start: no worker capacity free: a session worker needs "
+                    f"{_describe(self.demand)}, the Ray cluster has {max(free, 0.0):g} {name} "
+                    f"free (cluster.num_{name.lower()}s); try again when a session ends"
+                )
+
+    def _placed(self, session: RaySession) -> None:
+        with self._lock:
+            self._unplaced.discard(session)
+
+    def _forget(self, session: RaySession) -> None:
+        with self._lock:
+            self._sessions.discard(session)
+            self._unplaced.discard(session)
+
+    def close(self) -> None:
+        """Close sessions still open, then leave the cluster if this factory joined it."""
+        import ray
+
+        for session in list(self._sessions):
+            session.close()
+        if self._owns_ray:
+            ray.shutdown()
