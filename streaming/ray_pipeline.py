@@ -331,8 +331,23 @@ class RayPipelineFactory:
     def __init__(self, config: AppConfig) -> None:
         import ray
 
-        self.config = config
         self.cluster = config.cluster
+        device = config.model.device
+        if device.startswith("cuda") and self.cluster.num_gpus == 0:
+            raise AnchorError(
+                f"cluster.num_gpus is 0 but model.device is {device!r}: Ray shows no GPU to an "
+                "actor that requests none; set cluster.num_gpus (a fraction shares one GPU)"
+            )
+        if device == "cpu" and self.cluster.num_gpus > 0:
+            log.warning("cluster.num_gpus reserves GPUs that model.device 'cpu' leaves unused")
+        # What the actors receive: no secrets of the network edge.
+        self.config = config.model_copy(
+            update={
+                "server": config.server.model_copy(
+                    update={"token_secret": "", "ice_credential": None}
+                )
+            }
+        )
         self.demand = session_demand(self.cluster)
         self.latency_frames = worker_latency_frames(config) + config.server.render_threads
         self._owns_ray = False
@@ -385,7 +400,10 @@ class RayPipelineFactory:
             )
         if not self.demand:
             return
-        available = ray.available_resources()
+        try:
+            available = ray.available_resources()
+        except Exception as err:  # the cluster is unreachable: refuse the session, not the server
+            raise AnchorError(f"start: the Ray cluster does not answer ({err})") from err
         for name, amount in self.demand.items():
             # Actors created but not placed yet do not show in the cluster's usage.
             pending = sum(session.demand.get(name, 0.0) for session in self._unplaced)

@@ -22,6 +22,7 @@ import av
 import pytest
 from serverkit import SECRET, run_with_server, tiny_config
 
+from model.errors import AnchorError
 from server.bench_e2e import free_port, overrides
 from server.config import AppConfig
 from server.demo import demo_frames
@@ -29,7 +30,7 @@ from server.media import read_seq
 from server.producer_client import MotionProducer, ProducerError
 from server.tokens import mint_token
 from server.viewer_client import ViewerProbe
-from streaming.ray_pipeline import RaySession
+from streaming.ray_pipeline import RayPipelineFactory, RaySession
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY_CPUS = 2
@@ -85,6 +86,13 @@ def test_front_process_stays_torch_free() -> None:
     assert result.stdout.strip() == "False"
 
 
+def test_a_cuda_model_without_gpus_is_refused_before_joining(tmp_path: Path) -> None:
+    config = ray_config(tmp_path, num_gpus=0.0)
+    config.model = config.model.model_copy(update={"device": "cuda"})
+    with pytest.raises(AnchorError, match=r"cluster\.num_gpus is 0 but model\.device is 'cuda'"):
+        RayPipelineFactory(config)
+
+
 @pytest.mark.slow
 def test_serve_with_ray_local_streams_and_exits_cleanly(tmp_path: Path) -> None:
     """``anchor serve --ray local`` as a real process: its own Ray instance, one session
@@ -114,6 +122,7 @@ def test_serve_with_ray_local_streams_and_exits_cleanly(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+    assert "error" not in ended, ended["error"]
     assert (ended["accepted"], ended["committed"]) == (sent, sent)
     assert recorded_seqs(Path(ended["recording"])) == list(range(sent))
     assert "worker placed on" in log_path.read_text()
@@ -152,6 +161,26 @@ def test_start_refused_when_the_cluster_lacks_the_resources(
     assert outcome["run"] is None
 
 
+def test_a_worker_not_ready_in_time_fails_its_session(ray_cluster: None, tmp_path: Path) -> None:
+    """No actor starts Python, torch and the model in 50 ms: the run fails with the timeout."""
+    config = ray_config(tmp_path, placement_timeout_s=0.05)
+    outcome: dict[str, Any] = {}
+
+    async def body(server: Any) -> None:
+        async with MotionProducer(ws_url(server, "slow", "motion")) as producer:
+            await producer.start()
+            await producer.wait_for(lambda: producer.ended is not None, 60.0)
+            outcome["ended"] = producer.ended
+            outcome["errors"] = list(producer.errors)
+            outcome["factory_sessions"] = len(server.factory._sessions)
+
+    run_with_server(config, body)
+    [fatal] = outcome["errors"]
+    assert fatal["fatal"] and "no worker was placed within 0.05 s" in fatal["message"]
+    assert outcome["ended"]["reason"] == "error"
+    assert outcome["factory_sessions"] == 0  # its actor is gone, its resources free
+
+
 @pytest.mark.slow
 def test_session_streams_through_an_actor_and_a_second_is_refused(
     ray_cluster: None, tmp_path: Path
@@ -175,6 +204,8 @@ def test_session_streams_through_an_actor_and_a_second_is_refused(
                 pipeline = ray_pipeline(server, "s1")
                 outcome["placed"] = await asyncio.to_thread(pipeline.placed.wait, 60)
                 outcome["worker_pid"] = pipeline.worker_info["pid"]
+                # what the actor received: the model's settings, not the edge's secrets
+                outcome["actor_secret"] = server.factory.config.server.token_secret
                 outcome["ended"] = await producer.end()
                 outcome["errors"] = list(producer.errors)
                 outcome["refused"] = list(refused.errors)
@@ -185,6 +216,7 @@ def test_session_streams_through_an_actor_and_a_second_is_refused(
 
     run_with_server(config, body)
     assert outcome["placed"] and outcome["worker_pid"] != os.getpid()
+    assert outcome["actor_secret"] == "" and config.server.token_secret
     ended = outcome["ended"]
     assert outcome["errors"] == [] and "error" not in ended
     assert (ended["accepted"], ended["committed"]) == (frames, frames)
