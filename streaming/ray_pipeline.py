@@ -179,6 +179,9 @@ class RaySession:
         self._commands.put(("end", None))
 
     def clear(self) -> None:
+        with self._lock:
+            # Frames before the clear never come out (a late one keeps the actor's clock).
+            self._submitted.clear()
         self._commands.put(("clear", None))
 
     def queue_depths(self) -> dict[str, int]:

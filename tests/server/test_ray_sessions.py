@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -261,10 +262,18 @@ def test_killed_worker_ends_the_session_and_start_runs_on_a_new_one(
             outcome["viewer_messages"] = [
                 message for message in viewer.messages if message["type"] in ("error", "ended")
             ]
-            # The producer starts the session again: a new actor serves it.
+            # The producer starts the session again: a new actor serves it; a clear on the way
+            # reaches it between the frames sent before and after.
             await producer.start()
             second = ray_pipeline(server, "s1")
-            await producer.send_frames(demo_frames(frames, 6))
+            cleared: list[dict[str, Any]] = []
+            producer.on_message = lambda message: (
+                cleared.append(message) if message["type"] == "cleared" else None
+            )
+            await producer.send_frames(demo_frames(frames, 4))
+            await producer.send_raw(json.dumps({"type": "clear"}))
+            await producer.wait_for(lambda: bool(cleared), 30.0)
+            await producer.send_frames(demo_frames(frames + 4, 6))
             outcome["second_pid"] = await asyncio.to_thread(
                 lambda: second.placed.wait(60) and second.worker_info["pid"]
             )
@@ -283,5 +292,10 @@ def test_killed_worker_ends_the_session_and_start_runs_on_a_new_one(
     restarted = outcome["restarted"]
     assert outcome["second_pid"] != outcome["first_pid"]
     assert outcome["errors_after"] == [] and "error" not in restarted
-    assert (restarted["accepted"], restarted["committed"]) == (6, 6)
-    assert recorded_seqs(Path(restarted["recording"])) == list(range(frames, frames + 6))
+    assert restarted["accepted"] == 10
+    recorded = recorded_seqs(Path(restarted["recording"]))
+    seqs = [seq for seq in recorded if seq is not None]
+    assert len(seqs) == len(recorded) == restarted["committed"] and seqs == sorted(seqs)
+    # every frame after the clear, once; of those before it, only ones committed before it
+    assert [seq for seq in seqs if seq >= frames + 4] == list(range(frames + 4, frames + 10))
+    assert {seq for seq in seqs if seq < frames + 4} <= set(range(frames, frames + 4))
