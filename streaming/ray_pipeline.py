@@ -211,10 +211,15 @@ class RaySession:
         self.sink.failed(error)  # the session logs it
 
     def _worker_died(self, error: BaseException) -> AnchorError:
+        """The session's error for a failed Ray call: a method raised, or the actor, its
+        process or its node is gone (killed, crashed, out of memory)."""
+        from ray.exceptions import RayTaskError
+
         if not self._closing.is_set():
             log.warning("session %s: worker lost: %s", self.session_id, error)
+        what = "failed" if isinstance(error, RayTaskError) else "died"
         return AnchorError(
-            f"session {self.session_id}: its worker died ({_cause(error)}); "
+            f"session {self.session_id}: its worker {what} ({_cause(error)}); "
             "send start to run the session again on another worker"
         )
 
