@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
@@ -225,7 +225,31 @@ def build_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConfi
     if model.backend == "onnxruntime":
         return _onnx_components(model, sampler, face)
     if model.preset == "bundle":
-        return _bundle_components(model, sampler, face)
+        return compile_networks(_bundle_components(model, sampler, face), model)
+    return compile_networks(_torch_components(model, sampler, face), model)
+
+
+def compile_networks(components: Components, model: ModelConfig) -> Components:
+    """``torch.compile`` the body UNet and ControlNet per ``model.compile`` (in place).
+
+    Dynamic shapes: the stream batch changes the number of windows per call. The
+    attention processors read their window grouping from a shared context, so a new
+    grouping is a recompile, not a wrong result.
+    """
+    denoiser = components.denoiser
+    wanted = model.compile == "on" or (model.compile == "auto" and components.device.type == "cuda")
+    if not wanted or not isinstance(denoiser, SGDMDenoiser):
+        return components
+    log.info("torch.compile (%s) of the UNet and ControlNet", model.compile_backend)
+    # The compiled wrappers forward attribute access to the modules they wrap.
+    compiled: Any = torch.compile(denoiser.unet, backend=model.compile_backend, dynamic=True)
+    denoiser.unet = compiled
+    compiled = torch.compile(denoiser.controlnet, backend=model.compile_backend, dynamic=True)
+    denoiser.controlnet = compiled
+    return components
+
+
+def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConfig) -> Components:
     device, dtype = resolve_placement(model)
     networks = (
         _tiny_networks(model, face) if model.preset == "tiny" else _sd15_networks(model, face)

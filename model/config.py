@@ -65,6 +65,10 @@ class ModelConfig(Section):
     # None = torch's default (one per core). On a small CPU shared with render threads and
     # video encoding, 1 is often faster: the second thread mostly contends.
     threads: int | None = Field(None, ge=1)
+    # torch.compile the UNet and ControlNet: "auto" = on a CUDA device only (on the CPU the
+    # compile takes minutes for little gain). compile_backend: torch.compile's backend.
+    compile: Literal["off", "on", "auto"] = "off"
+    compile_backend: str = "inductor"
 
 
 class SamplerConfig(Section):

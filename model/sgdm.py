@@ -38,12 +38,14 @@ def precomputed_conditioning(controlnet: ControlNetModel) -> Iterator[None]:
     identity during the call; the parameters are restored (and never leave the model's
     state dict outside the block).
     """
-    embedding_module = controlnet.controlnet_cond_embedding
-    controlnet.controlnet_cond_embedding = nn.Identity()  # type: ignore[assignment]
+    # A torch.compile'd ControlNet runs its original module: patch that one.
+    target = getattr(controlnet, "_orig_mod", controlnet)
+    embedding_module = target.controlnet_cond_embedding
+    target.controlnet_cond_embedding = nn.Identity()
     try:
         yield
     finally:
-        controlnet.controlnet_cond_embedding = embedding_module
+        target.controlnet_cond_embedding = embedding_module
 
 
 def controlnet_unet_noise(

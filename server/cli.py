@@ -20,6 +20,7 @@ from pathlib import Path
 
 from model.errors import AnchorError
 from server.config import ConfigError, load_config
+from server.presets import PRESETS
 
 COMMAND_MODULES = (
     "model.commands",
@@ -43,6 +44,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="SECTION.FIELD=VALUE",
         help="override one configuration field (repeatable), e.g. sampler.steps=4",
+    )
+    parser.add_argument(
+        "--preset",
+        default=None,
+        choices=PRESETS,
+        help="speed/quality preset over the config file (quality, live, cpu-tiny; README)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
@@ -87,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, args.overrides, preset=args.preset)
     except ConfigError as err:
         print(f"anchor: {err}", file=sys.stderr)
         return 2

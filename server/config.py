@@ -220,10 +220,12 @@ def load_config(
     path: Path | None = None,
     overrides: Iterable[str] = (),
     environ: Mapping[str, str] | None = None,
+    preset: str | None = None,
 ) -> AppConfig:
-    """Build the AppConfig from a TOML file, the environment and ``section.field=value`` overrides.
+    """Build the AppConfig from a TOML file, a preset (``server.presets``), the environment
+    and ``section.field=value`` overrides, each layer over the previous one.
 
-    Raises ConfigError naming the offending file, variable or field.
+    Raises ConfigError naming the offending file, preset, variable or field.
     """
     tree: dict[str, Any] = {}
     if path is not None:
@@ -233,14 +235,23 @@ def load_config(
             raise ConfigError(f"config file not found: {path}") from err
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"config file {path} is not valid TOML: {err}") from err
-    tree = _merge(tree, _env_overrides(os.environ if environ is None else environ))
+    env_tree = _env_overrides(os.environ if environ is None else environ)
     cli_tree: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects section.field=value, got {item!r}")
         dotted, raw = item.split("=", 1)
         _set_dotted(cli_tree, dotted.strip(), _parse_scalar(raw), f"--set {item}")
-    tree = _merge(tree, cli_tree)
+    if preset is not None:
+        from server.presets import PRESETS, preset_fields
+
+        if preset not in PRESETS:
+            raise ConfigError(f"--preset {preset!r}: unknown (choose from {', '.join(PRESETS)})")
+        # The preset sees every layer (its choices may depend on the resolution) but sits
+        # under the environment and --set.
+        final = _merge(_merge(tree, env_tree), cli_tree)
+        tree = _merge(tree, preset_fields(preset, final))
+    tree = _merge(_merge(tree, env_tree), cli_tree)
     try:
         return AppConfig.model_validate(tree)
     except ValidationError as err:

@@ -13,6 +13,7 @@ import math
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,41 +90,52 @@ def demo_config(base: AppConfig, host: str, port: int) -> AppConfig:
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "clients" / "models" / "demo"
 
 
-def with_demo_model(config: AppConfig, folder: Path = DEMO_MODEL) -> AppConfig:
-    """``config`` switched from the tiny random networks to the trained demo bundle, with
-    the sampler and face settings it was trained and measured with (its ``bundle.json``);
-    face enhancement is on when the bundle carries a face model (``head/``)."""
+def demo_model_settings(folder: Path = DEMO_MODEL) -> dict[str, dict[str, Any]]:
+    """The config fields (section -> field -> value) that run the trained bundle ``folder``
+    with the sampler and face settings it was trained and measured with (its
+    ``bundle.json``); face enhancement is on when the bundle carries a face model."""
     meta_path = folder / "bundle.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"demo model not found: {meta_path}")
     meta = json.loads(meta_path.read_text())
     size = int(meta["image_size"])
-    data = config.model_dump()
-    data["model"].update(
-        preset="bundle",
-        checkpoint_path=folder,
-        attention=meta.get("attention", "per-frame"),
-        # One torch thread unless configured: the render threads and the video encoder
-        # share a small CPU with the model, and a second torch thread mostly contends.
-        threads=config.model.threads or 1,
-    )
-    data["sampler"].update(
-        steps=int(meta["steps"]),
-        guidance_scale=float(meta["guidance_scale"]),
-        controlnet_scale=float(meta["controlnet_scale"]),
-        window_size=int(meta["window_size"]),
-        overlap=int(meta["overlap"]),
-    )
-    data["render"].update(width=size, height=size)
+    settings: dict[str, dict[str, Any]] = {
+        "model": {
+            "preset": "bundle",
+            "checkpoint_path": folder,
+            "attention": meta.get("attention", "per-frame"),
+        },
+        "sampler": {
+            "steps": int(meta["steps"]),
+            "guidance_scale": float(meta["guidance_scale"]),
+            "controlnet_scale": float(meta["controlnet_scale"]),
+            "window_size": int(meta["window_size"]),
+            "overlap": int(meta["overlap"]),
+        },
+        "render": {"width": size, "height": size},
+        "face": {"enabled": False},
+    }
     face = meta.get("face")
     if face is not None and (folder / "head" / "unet").is_dir():
-        data["face"].update(
-            enabled=True,
-            size=int(face["size"]),
-            steps=int(face["steps"]),
-            guidance_scale=float(face["guidance_scale"]),
-            controlnet_scale=float(face["controlnet_scale"]),
-        )
+        settings["face"] = {
+            "enabled": True,
+            "size": int(face["size"]),
+            "steps": int(face["steps"]),
+            "guidance_scale": float(face["guidance_scale"]),
+            "controlnet_scale": float(face["controlnet_scale"]),
+        }
+    return settings
+
+
+def with_demo_model(config: AppConfig, folder: Path = DEMO_MODEL) -> AppConfig:
+    """``config`` switched from the tiny random networks to the trained demo bundle
+    (``demo_model_settings``), with one torch thread unless ``model.threads`` is set: the
+    render threads and the video encoder share a small CPU with the model, and a second
+    torch thread mostly contends."""
+    data = config.model_dump()
+    for section, fields in demo_model_settings(folder).items():
+        data[section].update(fields)
+    data["model"]["threads"] = config.model.threads or 1
     return AppConfig.model_validate(data)
 
 

@@ -79,6 +79,18 @@ def register(commands: Any, bench: Any) -> None:
     quality.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     quality.set_defaults(handler=bench_quality_command)
 
+    presets = bench.add_parser(
+        "presets",
+        help="ms per committed frame, latency and SSIM of each preset (quality, live, cpu-tiny)",
+    )
+    presets.add_argument("--json", action="store_true", help="print JSON")
+    presets.add_argument("--frames", type=int, default=48, help="held-out frames per preset")
+    presets.add_argument(
+        "--heldout", type=Path, default=None, help="held-out synthetic dataset (ground truth)"
+    )
+    presets.add_argument("--presets", default=None, help="comma-separated (default: all)")
+    presets.set_defaults(handler=bench_presets_command)
+
     parser = bench.add_parser(
         "sampler",
         help="ms per committed frame, overhead and latency of offline, exact and low sampling",
@@ -195,4 +207,20 @@ def bench_quality_command(args: argparse.Namespace, config: AppConfig) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
     print(text if args.json else format_report(report))
+    return 0
+
+
+def bench_presets_command(args: argparse.Namespace, config: AppConfig) -> int:
+    """Handler of ``anchor bench presets`` (loads each preset over --config and --set)."""
+    from server.presets import PRESETS
+    from streaming.bench_presets import bench_presets, format_report
+
+    names = [name.strip() for name in args.presets.split(",")] if args.presets else None
+    unknown = sorted(set(names or []) - set(PRESETS))
+    if unknown:
+        raise AnchorError(f"--presets: unknown {unknown} (choose from {', '.join(PRESETS)})")
+    if args.frames < 2:
+        raise AnchorError(f"--frames must be >= 2, got {args.frames}")
+    report = bench_presets(args.config, args.overrides, args.heldout, args.frames, names)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

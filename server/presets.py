@@ -1,0 +1,63 @@
+"""Speed/quality presets: named sets of config fields, picked with ``anchor --preset NAME``.
+
+A preset sets only its own fields, on top of the TOML file and under the environment and
+``--set`` (order: TOML -> preset -> ANCHOR_* -> --set), so the weights a config file
+names stay and any single field can still be overridden. Each preset's measured cost is
+printed by ``anchor bench presets`` and listed in the README.
+
+- ``quality``: the paper. 20 DDIM steps, CFG 7.5, ControlNet scale 2, all-frame
+  attention, ws/os 16/4, exact streaming (identical to offline Algorithm 1), the face
+  stage at 20 steps / CFG 3.5, every frame rendered.
+- ``live``: real time first. 4 steps, CFG off, ws/os 8/2, low-latency streaming,
+  all-frame attention up to 256 px and sparse attention above, the cached ControlNet
+  conditioning embedding, stream batching, fp16 and torch.compile on a GPU (precision and
+  compile ``auto``: both off on the CPU), face stage at 4 steps without CFG, live rate
+  control (frames skipped, not queued, when the machine falls behind).
+- ``cpu-tiny``: the CPU demo: the committed demo bundle (clients/models/demo) with the
+  settings it was trained and measured with, one torch thread, low-latency streaming and
+  live rate control.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS = ("quality", "live", "cpu-tiny")
+# Above this model resolution the live preset uses sparse attention (first + previous
+# frame) instead of all-frame attention, whose cost grows with the window's pixels.
+LIVE_ALL_FRAME_MAX_SIZE = 256
+
+
+def preset_fields(name: str, tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The fields (section -> field -> value) preset ``name`` sets, given the config tree
+    it is applied to (the live preset's attention depends on the resolution)."""
+    if name == "quality":
+        return {
+            "sampler": {"steps": 20, "guidance_scale": 7.5, "controlnet_scale": 2.0,
+                        "window_size": 16, "overlap": 4, "mode": "exact"},
+            "model": {"attention": "all-frame", "compile": "off"},
+            "face": {"enabled": True, "steps": 20, "guidance_scale": 3.5,
+                     "face_temporal": False},
+            "server": {"sampler_mode": "exact", "max_lag_s": None},
+        }  # fmt: skip
+    if name == "live":
+        model = tree.get("model", {})
+        size = model.get("image_size") or tree.get("render", {}).get("width", 512)
+        attention = "all-frame" if int(size) <= LIVE_ALL_FRAME_MAX_SIZE else "sparse"
+        return {
+            "sampler": {"steps": 4, "guidance_scale": 1.0, "window_size": 8, "overlap": 2,
+                        "mode": "low", "max_batch": 4},
+            "model": {"attention": attention, "cache_conditioning": True, "precision": "auto",
+                      "compile": "auto"},
+            "face": {"steps": 4, "guidance_scale": 1.0, "face_temporal": False},
+            "server": {"sampler_mode": "low", "max_lag_s": 0.25},
+        }  # fmt: skip
+    if name == "cpu-tiny":
+        from server.demo import demo_model_settings
+
+        fields = demo_model_settings()
+        fields["model"].update(device="cpu", threads=1, compile="off")
+        fields["sampler"]["mode"] = "low"
+        fields["server"] = {"sampler_mode": "low", "max_lag_s": 0.25}
+        return fields
+    raise KeyError(name)

@@ -1,0 +1,71 @@
+"""Speed/quality presets: what each sets, and the order of the config layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.cli import build_parser
+from server.config import ConfigError, load_config
+from server.demo import DEMO_MODEL, demo_config, with_demo_model
+
+
+def test_quality_is_the_paper() -> None:
+    config = load_config(None, [], environ={}, preset="quality")
+    sampler = config.sampler
+    assert (sampler.steps, sampler.guidance_scale, sampler.window_size, sampler.overlap) == (
+        20,
+        7.5,
+        16,
+        4,
+    )
+    assert config.model.attention == "all-frame" and config.server.sampler_mode == "exact"
+    assert config.face.enabled and config.face.steps == 20 and config.face.guidance_scale == 3.5
+    assert config.server.max_lag_s is None
+
+
+@pytest.mark.parametrize(
+    ("size", "attention"), [(128, "all-frame"), (256, "all-frame"), (512, "sparse")]
+)
+def test_live_picks_attention_by_resolution(size: int, attention: str) -> None:
+    config = load_config(None, [f"render.width={size}"], environ={}, preset="live")
+    assert config.model.attention == attention
+    assert config.sampler.guidance_scale == 1.0 and config.sampler.steps == 4
+    assert config.server.sampler_mode == "low" and config.server.max_lag_s is not None
+    assert config.model.cache_conditioning and config.model.compile == "auto"
+    assert config.model.precision == "auto"  # fp16 on CUDA, float32 on the CPU
+
+
+def test_cpu_tiny_is_the_demo() -> None:
+    config = load_config(None, [], environ={}, preset="cpu-tiny")
+    demo = with_demo_model(demo_config(load_config(None, [], environ={}), "127.0.0.1", 8765))
+    assert config.model.checkpoint_path == DEMO_MODEL and config.model.preset == "bundle"
+    assert config.sampler.model_dump(exclude={"mode"}) == demo.sampler.model_dump(exclude={"mode"})
+    assert config.face == demo.face and config.render.width == demo.render.width
+    assert config.model.threads == 1 and config.server.max_lag_s == demo.server.max_lag_s
+
+
+def test_layers_toml_then_preset_then_env_then_set(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('[sampler]\nsteps = 9\nseed = 7\n[model]\nsd_path = "/weights/sd15"\n')
+    config = load_config(toml, [], environ={}, preset="live")
+    assert config.sampler.steps == 4  # the preset over the file
+    assert config.sampler.seed == 7 and config.model.sd_path == Path("/weights/sd15")
+    env = {"ANCHOR_SAMPLER__STEPS": "6"}
+    assert load_config(toml, [], environ=env, preset="live").sampler.steps == 6
+    assert load_config(toml, ["sampler.steps=3"], environ=env, preset="live").sampler.steps == 3
+    # --set of the resolution reaches the live preset's attention choice
+    assert (
+        load_config(toml, ["model.image_size=512"], environ={}, preset="live").model.attention
+        == "sparse"
+    )
+
+
+def test_unknown_preset_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"--preset 'fast': unknown \(choose from quality"):
+        load_config(None, [], environ={}, preset="fast")
+    args = build_parser().parse_args(["--preset", "live", "bench", "presets"])
+    assert args.preset == "live"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--preset", "fast", "serve"])
