@@ -32,7 +32,7 @@ import torch
 from model.evaluation.pixels import psnr, ssim
 from model.face_geometry import crop_faces
 from model.training.bundle import bundle_meta, load_bundle
-from streaming.quality import bundle_face, load_heldout, run_clip
+from streaming.quality import bundle_face, bundle_sampler, load_heldout, run_clip
 
 if TYPE_CHECKING:
     from server.config import AppConfig
@@ -97,16 +97,7 @@ def bench_quality(
         )
     folder = heldout_folder(heldout)
     meta = bundle_meta(bundle)
-    base_sampler = config.sampler.model_copy(
-        update={
-            "mode": "low",
-            "steps": int(meta.get("steps", 2)),
-            "guidance_scale": float(meta.get("guidance_scale", 1.0)),
-            "controlnet_scale": float(meta.get("controlnet_scale", 1.0)),
-            "window_size": int(meta.get("window_size", 8)),
-            "overlap": int(meta.get("overlap", 2)),
-        }
-    )
+    base_sampler = bundle_sampler(meta, config.sampler)
     base_model = config.model.model_copy(
         update={"attention": meta.get("attention", "per-frame"), "checkpoint_path": bundle}
     )

@@ -42,16 +42,7 @@ def demo_figures(
     SSIM/PSNR, and SSIM/PSNR of the aligned face crops with and without the face stage.
     """
     meta = bundle_meta(folder)
-    sampler = config.sampler.model_copy(
-        update={
-            "mode": "low",
-            "steps": int(meta.get("steps", 2)),
-            "guidance_scale": float(meta.get("guidance_scale", 1.0)),
-            "controlnet_scale": float(meta.get("controlnet_scale", 1.0)),
-            "window_size": int(meta.get("window_size", 8)),
-            "overlap": int(meta.get("overlap", 2)),
-        }
-    )
+    sampler = bundle_sampler(meta, config.sampler)
     model = config.model.model_copy(update={"attention": meta.get("attention", "per-frame")})
     face = bundle_face(folder, meta, config.face)
     components = load_bundle(folder, model, sampler, face=face)
@@ -138,6 +129,20 @@ def run_clip(
     elapsed = time.perf_counter() - start
     images = torch.stack([frame.image for frame in committed if frame.image is not None])
     return images, len(clip) / elapsed
+
+
+def bundle_sampler(meta: dict[str, Any], sampler: SamplerConfig) -> SamplerConfig:
+    """``sampler`` with the settings a bundle was trained and measured with (``low`` mode)."""
+    return sampler.model_copy(
+        update={
+            "mode": "low",
+            "steps": int(meta.get("steps", 2)),
+            "guidance_scale": float(meta.get("guidance_scale", 1.0)),
+            "controlnet_scale": float(meta.get("controlnet_scale", 1.0)),
+            "window_size": int(meta.get("window_size", 8)),
+            "overlap": int(meta.get("overlap", 2)),
+        }
+    )
 
 
 def bundle_face(folder: Path, meta: dict[str, Any], face: FaceConfig) -> FaceConfig | None:
