@@ -213,7 +213,8 @@ def export_onnx(
     """
     if model.backend != "torch":
         raise AnchorError("model.backend: export-onnx traces the torch model; set it to 'torch'")
-    source = model.model_copy(update={"device": "cpu", "precision": "float32"})
+    # Traced from the plain modules: a torch.compile wrapper is no ONNX graph.
+    source = model.model_copy(update={"device": "cpu", "precision": "float32", "compile": "off"})
     components = build_components(source, sampler, FaceConfig(enabled=False))
     denoiser = components.denoiser
     if not isinstance(denoiser, SGDMDenoiser):
