@@ -83,8 +83,11 @@ def bench_quality(
     heldout: Path | None,
     frames: int,
     names: list[str] | None = None,
+    steps: int | None = None,
 ) -> dict[str, Any]:
-    """Every variant (or those in ``names``) on ``frames`` held-out frames; a report."""
+    """Every variant (or those in ``names``) on ``frames`` held-out frames; a report.
+
+    steps: DDIM steps of every row (default: the bundle's own)."""
     from model.errors import AnchorError
     from model.evaluation.evaluate import Evaluator, json_safe
 
@@ -98,6 +101,8 @@ def bench_quality(
     folder = heldout_folder(heldout)
     meta = bundle_meta(bundle)
     base_sampler = bundle_sampler(meta, config.sampler)
+    if steps is not None:
+        base_sampler = base_sampler.model_copy(update={"steps": steps})
     base_model = config.model.model_copy(
         update={"attention": meta.get("attention", "per-frame"), "checkpoint_path": bundle}
     )

@@ -76,6 +76,9 @@ def register(commands: Any, bench: Any) -> None:
     quality.add_argument(
         "--variants", default=None, help="comma-separated rows to run (default: all)"
     )
+    quality.add_argument(
+        "--steps", type=int, default=None, help="DDIM steps (default: the bundle's own)"
+    )
     quality.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     quality.set_defaults(handler=bench_quality_command)
 
@@ -201,7 +204,9 @@ def bench_quality_command(args: argparse.Namespace, config: AppConfig) -> int:
     if args.frames < 2:
         raise AnchorError(f"--frames must be >= 2, got {args.frames}")
     names = [name.strip() for name in args.variants.split(",")] if args.variants else None
-    report = bench_quality(config, args.demo, args.heldout, args.frames, names)
+    if args.steps is not None and args.steps < 1:
+        raise AnchorError(f"--steps must be >= 1, got {args.steps}")
+    report = bench_quality(config, args.demo, args.heldout, args.frames, names, args.steps)
     text = json.dumps(report, indent=2)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

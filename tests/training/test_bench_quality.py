@@ -52,12 +52,13 @@ def test_cli_writes_json(
     out = tmp_path / "quality.json"
     code = main(
         ["bench", "quality", "--heldout", str(synth_root / "heldout"), "--frames", "8",
-         "--variants", "live demo", "--json", "--out", str(out)]
+         "--variants", "live demo", "--steps", "1", "--json", "--out", str(out)]
     )  # fmt: skip
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text())
     assert [row["variant"] for row in printed["rows"]] == ["live demo"]
+    assert printed["steps"] == 1
 
 
 def test_bench_presets_runs_a_preset_on_the_demo_weights(synth_root: Path) -> None:
