@@ -46,11 +46,15 @@ $(STAMP): pyproject.toml Makefile
 	  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then mode=cuda; else mode=cpu; fi; fi; \
 	echo "torch: $$mode build"; \
 	if [ "$$mode" = cpu ]; then $(BIN)/pip install -q "torch==$(TORCH_CPU_VERSION)"; \
-	elif [ "$$mode" = cuda ]; then $(BIN)/pip install -q torch; fi; \
-	if [ "$$mode" = cuda ]; then echo ort-gpu > $(VENV)/ort-extra; else echo ort-cpu > $(VENV)/ort-extra; fi
+	elif [ "$$mode" = cuda ]; then $(BIN)/pip install -q torch; fi
 	# Pin whatever torch is now installed so no dependency can swap it for another build.
 	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
-	# One ONNX Runtime build only (onnxruntime-gpu next to a CUDA torch, else the CPU one).
+	# ONNX Runtime to match: the GPU build next to a CUDA torch (also one installed by hand).
+	$(BIN)/python -c "import torch; print('ort-gpu' if torch.version.cuda else 'ort-cpu')" > $(VENV)/ort-extra
+	# One ONNX Runtime build only (onnxruntime-gpu next to a CUDA torch, else the CPU one):
+	# the two wheels ship the same module, so the other one goes first (a venv that switched).
+	@if [ "$$(cat $(VENV)/ort-extra)" = ort-gpu ]; then other=onnxruntime; else other=onnxruntime-gpu; fi; \
+	if $(BIN)/pip show -q $$other >/dev/null 2>&1; then $(BIN)/pip uninstall -y -q $$other; fi
 	$(BIN)/pip install -q -c $(VENV)/torch-constraint.txt -e ".[dev,$$(cat $(VENV)/ort-extra)]"
 	# pyrender pins PyOpenGL 3.1.0; OSMesa needs >= 3.1.4 and NumPy 2 needs a current one.
 	$(BIN)/pip install -q --no-deps "PyOpenGL==3.1.10"
