@@ -27,15 +27,6 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def standin_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model.standin import ensure_standin
-
-    cache = tmp_path_factory.mktemp("standin")
-    ensure_standin(cache)
-    return cache
-
-
-@pytest.fixture(scope="session")
 def render_config(standin_cache: Path) -> RenderConfig:
     return RenderConfig(standin_path=standin_cache, framing="full", width=128, height=128)
 

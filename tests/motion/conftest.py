@@ -12,15 +12,6 @@ from model.motion.frame import TALKSHOW_SETTINGS
 
 
 @pytest.fixture(scope="session")
-def standin_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model.standin import ensure_standin
-
-    cache = tmp_path_factory.mktemp("standin")
-    ensure_standin(cache)
-    return cache
-
-
-@pytest.fixture(scope="session")
 def render_config(standin_cache: Path) -> RenderConfig:
     return RenderConfig(standin_path=standin_cache, framing="full", width=256, height=256)
 

@@ -76,24 +76,14 @@ def test_generate_reference_image_sets_the_appearance(
     assert np.abs(default - red).max() > 0
 
 
-@pytest.fixture(scope="module")
-def standin_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The generated SMPL-X stand-in (the licensed model cannot be used in tests)."""
-    from model.standin import ensure_standin
-
-    cache = tmp_path_factory.mktemp("standin")
-    ensure_standin(cache)
-    return cache
-
-
 @pytest.mark.parametrize("mode", ["offline", "low"])
 def test_generate_from_a_motion_file_renders_and_enhances_faces(
-    standin_folder: Path, tmp_path: Path, mode: str
+    standin_cache: Path, tmp_path: Path, mode: str
 ) -> None:
     motion = Path(__file__).resolve().parents[2] / "clients" / "samples" / "wave_talkshow.npy"
     out = tmp_path / "frames"
     settings = [
-        f"render.standin_path={standin_folder}",
+        f"render.standin_path={standin_cache}",
         "render.width=96",
         "render.height=96",
         "face.size=32",

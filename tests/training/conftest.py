@@ -24,12 +24,8 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def render_config(tmp_path_factory: pytest.TempPathFactory) -> RenderConfig:
-    from model.standin import ensure_standin
-
-    cache = tmp_path_factory.mktemp("standin")
-    ensure_standin(cache)
-    return RenderConfig(standin_path=cache)
+def render_config(standin_cache: Path) -> RenderConfig:
+    return RenderConfig(standin_path=standin_cache)
 
 
 @pytest.fixture(scope="session")
