@@ -187,6 +187,8 @@ class RaySession:
     def queue_depths(self) -> dict[str, int]:
         depths = dict(self._depths)
         depths["cluster_send"] = self._commands.qsize()
+        # Live rate control acts on the backlog: the actor's, plus what waits to be sent.
+        depths["backlog"] = depths.get("backlog", 0) + depths["cluster_send"]
         return depths
 
     def close(self) -> None:
