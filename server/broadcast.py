@@ -10,7 +10,6 @@ state is logged once and shown in the session's status (``broadcast``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from model.errors import AnchorError
 from server.egress import RtmpPusher
 from server.janus import VideoRoomPublisher
+from server.tasks import cancel_and_wait
 from server.webrtc import create_peer
 
 if TYPE_CHECKING:
@@ -143,9 +143,5 @@ class SessionBroadcast:
 
     async def close(self) -> None:
         """Stop publishing and pushing: leave the room, flush and close the RTMP stream."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()

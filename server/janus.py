@@ -31,6 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from model.errors import AnchorError
+from server.tasks import cancel_and_wait
 
 log = logging.getLogger("anchor.janus")
 
@@ -242,11 +243,7 @@ class JanusConnection:
         self.closed_reason = self.closed_reason or "closed by us"
         if self._socket is not None:
             await self._socket.close()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
 
 

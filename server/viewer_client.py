@@ -16,6 +16,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from websockets.asyncio.client import ClientConnection, connect
 
 from server.media import read_seq
+from server.tasks import cancel_and_wait
 from server.webrtc import enable_loopback_candidates
 
 # Peak (PCM16 units) above which a decoded audio frame counts as sound rather than silence
@@ -122,11 +123,7 @@ class ViewerProbe:
             await self._socket.close()
         if self.peer is not None:
             await self.peer.close()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
 
 
 @dataclass
