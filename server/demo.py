@@ -141,22 +141,15 @@ def with_demo_model(config: AppConfig, folder: Path = DEMO_MODEL) -> AppConfig:
 
 async def replay_forever(url: str, fps: float) -> None:
     """Producer loop: start, stream the clip in a loop at ``fps``, restart after errors."""
-    from websockets.exceptions import ConnectionClosed, InvalidHandshake
-
-    from server.producer_client import MotionProducer, ProducerError
+    from server.producer_client import ConnectionLost, ProducerClient, ProducerError
 
     while True:
         try:
-            async with MotionProducer(url) as producer:
+            # ProducerClient keeps no per-frame history: its memory stays flat forever.
+            async with ProducerClient(url) as producer:
                 await producer.start()
                 await producer.send_frames(demo_frames(fps=fps), fps=fps)
-        except (
-            OSError,
-            TimeoutError,
-            ConnectionClosed,
-            InvalidHandshake,
-            ProducerError,
-        ) as err:
+        except (ConnectionLost, TimeoutError, ProducerError) as err:
             log.warning("demo producer: %s; reconnecting", err)
         await asyncio.sleep(1.0)
 
