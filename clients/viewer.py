@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import logging
 import queue
 import statistics
@@ -23,11 +22,20 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from server.encoding import (
+    VIDEO_CLOCK_RATE,
+    VIDEO_TIME_BASE,
+    add_aac_stream,
+    add_h264_stream,
+    even_size,
+    flush,
+    pcm_audio_frame,
+    rgb_video_frame,
+)
 from server.media import read_seq
 from server.viewer_client import ReceivedFrame, ViewerProbe
 
 log = logging.getLogger("anchor.view")
-VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)
 _STOP = object()
 
 
@@ -91,19 +99,15 @@ class MediaFileWriter:
 
     def _open(self, width: int, height: int) -> None:
         self._container = av.open(str(self.path), "w")
-        video = self._container.add_stream("libx264", rate=round(self.fps))
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         # Arrival times are irregular: a 1/fps codec clock would give two frames one pts.
-        video.time_base = VIDEO_TIME_BASE
-        video.codec_context.time_base = VIDEO_TIME_BASE
-        video.options = {"preset": "ultrafast", "tune": "zerolatency"}
-        self._video = video
+        self._video = add_h264_stream(
+            self._container, self.fps, width, height, VIDEO_TIME_BASE, codec_time_base=True
+        )
         rate, layout = 48_000, "stereo"  # what aiortc's Opus decoder produces
         if self._pending_audio:
             rate = self._pending_audio[0][1].sample_rate
             layout = self._pending_audio[0][1].layout.name
-        self._audio = self._container.add_stream("aac", rate=rate)
-        self._audio.layout = layout
+        self._audio = add_aac_stream(self._container, rate, layout)
         self._resampler = av.AudioResampler(format="s16", layout=layout, rate=rate)
         # Open both encoders and write the header now: mp4 needs every stream's codec
         # parameters before the first packet, whichever track delivers first.
@@ -114,15 +118,11 @@ class MediaFileWriter:
 
     def _write_video(self, seconds: float, image: np.ndarray) -> None:
         if self._container is None:
-            height, width = image.shape[:2]
-            self._open(width - width % 2, height - height % 2)
-        image = image[: self._video.height, : self._video.width]
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        pts = max(round(seconds * 90_000), self._last_video_pts + 1)
+            self._open(*even_size(image))
+        pts = max(round(seconds * VIDEO_CLOCK_RATE), self._last_video_pts + 1)
         self._last_video_pts = pts
-        frame.pts, frame.time_base = pts, VIDEO_TIME_BASE
-        for packet in self._video.encode(frame):
-            self._container.mux(packet)
+        frame = rgb_video_frame(image, self._video, pts, VIDEO_TIME_BASE)
+        self._container.mux(self._video.encode(frame))
         self.video_frames += 1
 
     def _write_audio(self, seconds: float, frame: Any) -> None:
@@ -131,24 +131,18 @@ class MediaFileWriter:
             self._next_audio_sample = round(seconds * rate)
         frame.pts = None  # re-timed below: contiguous from its arrival
         for converted in self._resampler.resample(frame):
-            samples = converted.to_ndarray()
-            layout = converted.layout.name
-            out = av.AudioFrame.from_ndarray(samples, format="s16", layout=layout)
-            out.sample_rate = rate
-            out.pts = self._next_audio_sample
-            out.time_base = fractions.Fraction(1, rate)
+            out = pcm_audio_frame(
+                converted.to_ndarray(), rate, self._next_audio_sample, converted.layout.name
+            )
             self._next_audio_sample += out.samples
             self.audio_samples += out.samples
-            for packet in self._audio.encode(out):
-                self._container.mux(packet)
+            self._container.mux(self._audio.encode(out))
 
     def _finalize(self) -> None:
         if self._container is None:
             return
         try:
-            for stream in (self._video, self._audio):
-                for packet in stream.encode(None):
-                    self._container.mux(packet)
+            flush(self._container, (self._video, self._audio))
         finally:
             self._container.close()
 

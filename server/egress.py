@@ -25,6 +25,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.video.frame import PictureType
 
 from model.errors import AnchorError
+from server.encoding import add_aac_stream, add_h264_stream, flush, pcm_audio_frame
 
 log = logging.getLogger("anchor.egress")
 
@@ -118,23 +119,22 @@ class RtmpPusher:
             raise EgressError(f"rtmp: cannot open {self.url}: {err}") from err
 
     def _add_streams(self, width: int, height: int) -> None:
-        video = self._container.add_stream("libx264", rate=round(self.fps))
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.time_base = FLV_TIME_BASE
-        video.bit_rate = self.video_bitrate
         # Keyframes are forced on the stream's clock (``_write_video``), not every N frames:
         # live frames arrive late under load, and HLS cuts segments only at keyframes.
-        video.options = {
-            "preset": "veryfast",
-            "tune": "zerolatency",
-            "x264-params": "keyint=infinite:scenecut=0",
-        }
-        self._video_stream = video
+        self._video_stream = add_h264_stream(
+            self._container,
+            self.fps,
+            width,
+            height,
+            FLV_TIME_BASE,
+            preset="veryfast",
+            x264_params="keyint=infinite:scenecut=0",
+            bit_rate=self.video_bitrate,
+        )
         if self.audio is not None:
-            audio = self._container.add_stream("aac", rate=AAC_RATE)
-            audio.layout = "mono"
-            audio.bit_rate = self.audio_bitrate
-            self._audio_stream = audio
+            self._audio_stream = add_aac_stream(
+                self._container, AAC_RATE, bit_rate=self.audio_bitrate
+            )
 
     def _enqueue(self, item: Any) -> None:
         try:
@@ -199,29 +199,21 @@ class RtmpPusher:
             frame.pict_type = PictureType.I
             while self._next_keyframe_ms <= item.ms:
                 self._next_keyframe_ms += self.keyframe_ms
-        for packet in self._video_stream.encode(frame):
-            self._container.mux(packet)
+        self._container.mux(self._video_stream.encode(frame))
         self.frames_sent += 1
 
     def _write_audio(self, item: _AudioItem) -> None:
         if self._audio_stream is None:
             return
-        frame = av.AudioFrame.from_ndarray(item.samples, format="s16", layout="mono")
-        frame.sample_rate = item.sample_rate
-        frame.pts = item.start
-        frame.time_base = fractions.Fraction(1, item.sample_rate)
-        for packet in self._audio_stream.encode(frame):
-            self._container.mux(packet)
+        frame = pcm_audio_frame(item.samples, item.sample_rate, item.start)
+        self._container.mux(self._audio_stream.encode(frame))
 
     def _finalize(self) -> None:
         if self._container is None:
             return
         try:
             if self.error is None and self._video_stream is not None:
-                for stream in (self._video_stream, self._audio_stream):
-                    if stream is not None:
-                        for packet in stream.encode(None):
-                            self._container.mux(packet)
+                flush(self._container, (self._video_stream, self._audio_stream))
         except Exception as err:
             log.warning("rtmp %s: flushing at the end failed: %s", self.url, err)
         finally:

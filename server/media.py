@@ -8,7 +8,6 @@ loses its own frames and never slows the source, the producer or the other viewe
 from __future__ import annotations
 
 import asyncio
-import fractions
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -18,10 +17,9 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from server.encoding import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, pcm_audio_frame
 from server.playout import PlayoutBuffer
 
-VIDEO_CLOCK_RATE = 90_000
-VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
 # Opus runs at 48 kHz; audio frames of 20 ms are what WebRTC packetizes.
 AUDIO_OUTPUT_RATE = 48_000
 AUDIO_PTIME = 0.020
@@ -262,9 +260,6 @@ class PtsAlignedAudioTrack(MediaStreamTrack):
             self._timestamp += self._samples_per_frame
             wait = self._start + self._timestamp / self.sample_rate - time.monotonic()
             await asyncio.sleep(max(0.0, wait))
-        samples = self._take(self._samples_per_frame)
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.sample_rate
-        frame.pts = self._timestamp
-        frame.time_base = fractions.Fraction(1, self.sample_rate)
-        return frame
+        return pcm_audio_frame(
+            self._take(self._samples_per_frame), self.sample_rate, self._timestamp
+        )

@@ -12,7 +12,6 @@ would play 64 ms late at 16 kHz).
 
 from __future__ import annotations
 
-import fractions
 import logging
 import queue
 import threading
@@ -26,9 +25,18 @@ import numpy as np
 
 from model.motion.frame import MotionFrame
 from model.motion.readers import write_motion
+from server.encoding import (
+    VIDEO_CLOCK_RATE,
+    VIDEO_TIME_BASE,
+    add_aac_stream,
+    add_h264_stream,
+    even_size,
+    flush,
+    pcm_audio_frame,
+    rgb_video_frame,
+)
 
 log = logging.getLogger("anchor.recording")
-VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)
 
 
 @dataclass(slots=True)
@@ -141,31 +149,20 @@ class SessionRecorder:
             "w",
             options={"movflags": "frag_keyframe+delay_moov+default_base_moof"},
         )
-        video = self._container.add_stream("libx264", rate=round(self.fps))
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.time_base = VIDEO_TIME_BASE
-        video.options = {"preset": "ultrafast", "tune": "zerolatency"}
-        self._video = video
-        audio = self._container.add_stream("aac", rate=self.audio_sample_rate)
-        audio.layout = "mono"
-        self._audio = audio
+        self._video = add_h264_stream(self._container, self.fps, width, height, VIDEO_TIME_BASE)
+        self._audio = add_aac_stream(self._container, self.audio_sample_rate)
 
     def _write_frame(self, frame: RecordedFrame) -> None:
-        height, width = frame.image.shape[:2]
         if self._container is None:
-            self._open(width - width % 2, height - height % 2)
+            self._open(*even_size(frame.image))
             pending, self._pending_audio = self._pending_audio, []
             for audio in pending:
                 self._write_audio(audio)
-        image = frame.image[: self._video.height, : self._video.width]
-        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         # Motion pts may restart after `clear`; the file's timeline must still increase.
-        pts = max(round(frame.pts * 90_000), self._last_video_pts + 1)
+        pts = max(round(frame.pts * VIDEO_CLOCK_RATE), self._last_video_pts + 1)
         self._last_video_pts = pts
-        video_frame.pts = pts
-        video_frame.time_base = VIDEO_TIME_BASE
-        for packet in self._video.encode(video_frame):
-            self._container.mux(packet)
+        video_frame = rgb_video_frame(frame.image, self._video, pts, VIDEO_TIME_BASE)
+        self._container.mux(self._video.encode(video_frame))
         if frame.motion is not None:
             self._motion.append(frame.motion)
         self.frames_written += 1
@@ -176,21 +173,14 @@ class SessionRecorder:
             self._pending_audio.append(audio)
             return
         start = max(round(audio.pts * self.audio_sample_rate), self._audio_next_sample)
-        samples = audio.samples.astype(np.int16, copy=False).reshape(1, -1)
-        audio_frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        audio_frame.sample_rate = self.audio_sample_rate
-        audio_frame.pts = start
-        audio_frame.time_base = fractions.Fraction(1, self.audio_sample_rate)
-        self._audio_next_sample = start + samples.shape[1]
-        for packet in self._audio.encode(audio_frame):
-            self._container.mux(packet)
+        audio_frame = pcm_audio_frame(audio.samples, self.audio_sample_rate, start)
+        self._audio_next_sample = start + audio_frame.samples
+        self._container.mux(self._audio.encode(audio_frame))
 
     def _finalize(self) -> None:
         if self._container is not None:
             try:
-                for stream in (self._video, self._audio):
-                    for packet in stream.encode(None):
-                        self._container.mux(packet)
+                flush(self._container, (self._video, self._audio))
             finally:
                 self._container.close()
         if self._motion:
