@@ -25,10 +25,10 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from server.encoding import (
     VIDEO_CLOCK_RATE,
     VIDEO_TIME_BASE,
+    MediaOutput,
     add_aac_stream,
     add_h264_stream,
     even_size,
-    flush,
     pcm_audio_frame,
     rgb_video_frame,
 )
@@ -53,9 +53,7 @@ class MediaFileWriter:
         # against an encoder far faster than real time at viewer resolutions.
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"view-recorder:{path.name}")
-        self._container: Any = None
-        self._video: Any = None
-        self._audio: Any = None
+        self._output: MediaOutput | None = None
         self._resampler: Any = None
         self._pending_audio: list[tuple[float, Any]] = []
         self._last_video_pts = -1
@@ -85,10 +83,10 @@ class MediaFileWriter:
                 kind, seconds, payload = item
                 if kind == "video":
                     self._write_video(seconds, payload)
-                elif self._container is None:
+                elif self._output is None:
                     self._pending_audio.append((seconds, payload))
                 else:
-                    self._write_audio(seconds, payload)
+                    self._write_audio(self._output, seconds, payload)
         except Exception as err:  # reported by close()
             self.error = err
             log.exception("recording %s failed", self.path)
@@ -97,36 +95,35 @@ class MediaFileWriter:
         finally:
             self._finalize()
 
-    def _open(self, width: int, height: int) -> None:
-        self._container = av.open(str(self.path), "w")
+    def _open(self, width: int, height: int) -> MediaOutput:
+        container = av.open(str(self.path), "w")
         # Arrival times are irregular: a 1/fps codec clock would give two frames one pts.
-        self._video = add_h264_stream(
-            self._container, self.fps, width, height, VIDEO_TIME_BASE, codec_time_base=True
+        video = add_h264_stream(
+            container, self.fps, width, height, VIDEO_TIME_BASE, codec_time_base=True
         )
         rate, layout = 48_000, "stereo"  # what aiortc's Opus decoder produces
         if self._pending_audio:
             rate = self._pending_audio[0][1].sample_rate
             layout = self._pending_audio[0][1].layout.name
-        self._audio = add_aac_stream(self._container, rate, layout)
+        self._output = MediaOutput(container, video, add_aac_stream(container, rate, layout))
         self._resampler = av.AudioResampler(format="s16", layout=layout, rate=rate)
         # Open both encoders and write the header now: mp4 needs every stream's codec
         # parameters before the first packet, whichever track delivers first.
-        self._container.start_encoding()
+        container.start_encoding()
         pending, self._pending_audio = self._pending_audio, []
         for seconds, frame in pending:
-            self._write_audio(seconds, frame)
+            self._write_audio(self._output, seconds, frame)
+        return self._output
 
     def _write_video(self, seconds: float, image: np.ndarray) -> None:
-        if self._container is None:
-            self._open(*even_size(image))
+        output = self._output or self._open(*even_size(image))
         pts = max(round(seconds * VIDEO_CLOCK_RATE), self._last_video_pts + 1)
         self._last_video_pts = pts
-        frame = rgb_video_frame(image, self._video, pts, VIDEO_TIME_BASE)
-        self._container.mux(self._video.encode(frame))
+        output.write_video(rgb_video_frame(image, output.video, pts, VIDEO_TIME_BASE))
         self.video_frames += 1
 
-    def _write_audio(self, seconds: float, frame: Any) -> None:
-        rate = self._audio.rate
+    def _write_audio(self, output: MediaOutput, seconds: float, frame: Any) -> None:
+        rate = self._resampler.rate  # the AAC stream's
         if self._next_audio_sample is None:
             self._next_audio_sample = round(seconds * rate)
         frame.pts = None  # re-timed below: contiguous from its arrival
@@ -136,15 +133,11 @@ class MediaFileWriter:
             )
             self._next_audio_sample += out.samples
             self.audio_samples += out.samples
-            self._container.mux(self._audio.encode(out))
+            output.write_audio(out)
 
     def _finalize(self) -> None:
-        if self._container is None:
-            return
-        try:
-            flush(self._container, (self._video, self._audio))
-        finally:
-            self._container.close()
+        if self._output is not None:
+            self._output.close()
 
 
 class RecordingViewer(ViewerProbe):

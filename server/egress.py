@@ -25,7 +25,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.video.frame import PictureType
 
 from model.errors import AnchorError
-from server.encoding import add_aac_stream, add_h264_stream, flush, pcm_audio_frame
+from server.encoding import MediaOutput, add_aac_stream, add_h264_stream, pcm_audio_frame
 
 log = logging.getLogger("anchor.egress")
 
@@ -93,8 +93,7 @@ class RtmpPusher:
         self._thread: threading.Thread | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._container: Any = None
-        self._video_stream: Any = None
-        self._audio_stream: Any = None
+        self._output: MediaOutput | None = None  # once the first frame gave the size
         self._clock_start = 0.0
         self._last_ms = -1
         self._audio_next = 0
@@ -118,10 +117,10 @@ class RtmpPusher:
         except (OSError, av.FFmpegError) as err:
             raise EgressError(f"rtmp: cannot open {self.url}: {err}") from err
 
-    def _add_streams(self, width: int, height: int) -> None:
+    def _add_streams(self, width: int, height: int) -> MediaOutput:
         # Keyframes are forced on the stream's clock (``_write_video``), not every N frames:
         # live frames arrive late under load, and HLS cuts segments only at keyframes.
-        self._video_stream = add_h264_stream(
+        video = add_h264_stream(
             self._container,
             self.fps,
             width,
@@ -131,10 +130,10 @@ class RtmpPusher:
             x264_params="keyint=infinite:scenecut=0",
             bit_rate=self.video_bitrate,
         )
+        audio = None
         if self.audio is not None:
-            self._audio_stream = add_aac_stream(
-                self._container, AAC_RATE, bit_rate=self.audio_bitrate
-            )
+            audio = add_aac_stream(self._container, AAC_RATE, bit_rate=self.audio_bitrate)
+        return MediaOutput(self._container, video, audio)
 
     def _enqueue(self, item: Any) -> None:
         try:
@@ -178,8 +177,8 @@ class RtmpPusher:
             while (item := self._queue.get()) is not _STOP:
                 if isinstance(item, _VideoItem):
                     self._write_video(item)
-                elif self._video_stream is not None:  # audio before the first frame waits
-                    self._write_audio(item)
+                elif self._output is not None:  # audio before the first frame waits
+                    self._write_audio(self._output, item)
         except Exception as err:  # reported to the owner, which reconnects later
             self.error = EgressError(f"rtmp {self.url}: stream broke: {err}")
             log.error("%s", self.error)
@@ -190,8 +189,8 @@ class RtmpPusher:
             self._finalize()
 
     def _write_video(self, item: _VideoItem) -> None:
-        if self._video_stream is None:
-            self._add_streams(item.width, item.height)
+        if self._output is None:
+            self._output = self._add_streams(item.width, item.height)
         frame = av.VideoFrame.from_ndarray(item.planes, format="yuv420p")
         frame.pts = item.ms
         frame.time_base = FLV_TIME_BASE
@@ -199,21 +198,19 @@ class RtmpPusher:
             frame.pict_type = PictureType.I
             while self._next_keyframe_ms <= item.ms:
                 self._next_keyframe_ms += self.keyframe_ms
-        self._container.mux(self._video_stream.encode(frame))
+        self._output.write_video(frame)
         self.frames_sent += 1
 
-    def _write_audio(self, item: _AudioItem) -> None:
-        if self._audio_stream is None:
-            return
-        frame = pcm_audio_frame(item.samples, item.sample_rate, item.start)
-        self._container.mux(self._audio_stream.encode(frame))
+    def _write_audio(self, output: MediaOutput, item: _AudioItem) -> None:
+        if output.audio is not None:
+            output.write_audio(pcm_audio_frame(item.samples, item.sample_rate, item.start))
 
     def _finalize(self) -> None:
         if self._container is None:
             return
         try:
-            if self.error is None and self._video_stream is not None:
-                flush(self._container, (self._video_stream, self._audio_stream))
+            if self.error is None and self._output is not None:
+                self._output.flush()
         except Exception as err:
             log.warning("rtmp %s: flushing at the end failed: %s", self.url, err)
         finally:

@@ -3,14 +3,13 @@
 Each writer opens its own container (fragmented mp4, FLV over RTMP, plain mp4) and keeps
 its own timing; what they share is here: the libx264 (yuv420p) and AAC streams, the
 even-size crop yuv420p needs, building frames from RGB images and PCM16 samples, and
-draining the encoders at the end. Packets go to the container with
-``container.mux(stream.encode(frame))``.
+the container with its encoders (``MediaOutput``), drained before it closes.
 """
 
 from __future__ import annotations
 
 import fractions
-from collections.abc import Iterable
+from dataclasses import dataclass
 
 import av
 import numpy as np
@@ -96,9 +95,34 @@ def pcm_audio_frame(
     return frame
 
 
-def flush(container: OutputContainer, streams: Iterable[VideoStream | AudioStream | None]) -> None:
-    """Write the packets each encoder still holds (the streams that exist) into ``container``;
-    call before closing it."""
-    for stream in streams:
-        if stream is not None:
-            container.mux(stream.encode(None))
+@dataclass(slots=True)
+class MediaOutput:
+    """An open output container with its H.264 stream and, when there is audio, AAC stream.
+
+    Encoding blocks: a writer uses one from its own thread.
+    """
+
+    container: OutputContainer
+    video: VideoStream
+    audio: AudioStream | None = None
+
+    def write_video(self, frame: av.VideoFrame) -> None:
+        self.container.mux(self.video.encode(frame))
+
+    def write_audio(self, frame: av.AudioFrame) -> None:
+        if self.audio is None:
+            raise ValueError(f"{self.container.name}: no audio stream to write audio into")
+        self.container.mux(self.audio.encode(frame))
+
+    def flush(self) -> None:
+        """Write the packets the encoders still hold into the container."""
+        for stream in (self.video, self.audio):
+            if stream is not None:
+                self.container.mux(stream.encode(None))
+
+    def close(self) -> None:
+        """``flush``, then close the container (closed even when flushing fails)."""
+        try:
+            self.flush()
+        finally:
+            self.container.close()

@@ -28,10 +28,10 @@ from model.motion.readers import write_motion
 from server.encoding import (
     VIDEO_CLOCK_RATE,
     VIDEO_TIME_BASE,
+    MediaOutput,
     add_aac_stream,
     add_h264_stream,
     even_size,
-    flush,
     pcm_audio_frame,
     rgb_video_frame,
 )
@@ -86,9 +86,7 @@ class SessionRecorder:
         # credits, and a credit comes back only after its frame was written here.
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"recorder:{base.name}")
-        self._container: Any = None
-        self._video: Any = None
-        self._audio: Any = None
+        self._output: MediaOutput | None = None
         self._last_video_pts = -1
         self._audio_next_sample = 0
         self._pending_audio: list[RecordedAudio] = []
@@ -143,46 +141,44 @@ class SessionRecorder:
         while self._queue.get() is not _STOP:
             pass
 
-    def _open(self, width: int, height: int) -> None:
-        self._container = av.open(
+    def _open(self, width: int, height: int) -> MediaOutput:
+        container = av.open(
             str(self.video_path),
             "w",
             options={"movflags": "frag_keyframe+delay_moov+default_base_moof"},
         )
-        self._video = add_h264_stream(self._container, self.fps, width, height, VIDEO_TIME_BASE)
-        self._audio = add_aac_stream(self._container, self.audio_sample_rate)
+        video = add_h264_stream(container, self.fps, width, height, VIDEO_TIME_BASE)
+        return MediaOutput(container, video, add_aac_stream(container, self.audio_sample_rate))
 
     def _write_frame(self, frame: RecordedFrame) -> None:
-        if self._container is None:
-            self._open(*even_size(frame.image))
+        if self._output is None:
+            self._output = self._open(*even_size(frame.image))
             pending, self._pending_audio = self._pending_audio, []
             for audio in pending:
                 self._write_audio(audio)
         # Motion pts may restart after `clear`; the file's timeline must still increase.
         pts = max(round(frame.pts * VIDEO_CLOCK_RATE), self._last_video_pts + 1)
         self._last_video_pts = pts
-        video_frame = rgb_video_frame(frame.image, self._video, pts, VIDEO_TIME_BASE)
-        self._container.mux(self._video.encode(video_frame))
+        self._output.write_video(
+            rgb_video_frame(frame.image, self._output.video, pts, VIDEO_TIME_BASE)
+        )
         if frame.motion is not None:
             self._motion.append(frame.motion)
         self.frames_written += 1
 
     def _write_audio(self, audio: RecordedAudio) -> None:
-        if self._container is None:
+        if self._output is None:
             # The container opens with the first frame (its size is known only then).
             self._pending_audio.append(audio)
             return
         start = max(round(audio.pts * self.audio_sample_rate), self._audio_next_sample)
         audio_frame = pcm_audio_frame(audio.samples, self.audio_sample_rate, start)
         self._audio_next_sample = start + audio_frame.samples
-        self._container.mux(self._audio.encode(audio_frame))
+        self._output.write_audio(audio_frame)
 
     def _finalize(self) -> None:
-        if self._container is not None:
-            try:
-                flush(self._container, (self._video, self._audio))
-            finally:
-                self._container.close()
+        if self._output is not None:
+            self._output.close()
         if self._motion:
             write_motion(self.motion_path, self._motion, fps=self.fps)
         log.info("recording %s closed: %d frames", self.video_path, self.frames_written)

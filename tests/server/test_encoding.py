@@ -7,16 +7,9 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
-from server.encoding import (
-    VIDEO_TIME_BASE,
-    add_aac_stream,
-    add_h264_stream,
-    even_size,
-    flush,
-    pcm_audio_frame,
-    rgb_video_frame,
-)
+from server import encoding
 
 RATE = 48_000
 
@@ -28,20 +21,20 @@ def test_odd_frames_irregular_pts_and_stereo_pcm_round_trip(tmp_path: Path) -> N
     # 5 ms apart: on a 1/30 s codec clock these would collide; on the 90 kHz one they don't.
     seconds = [0.0, 0.005, 0.010, 0.5]
     stereo = np.arange(2 * 4096, dtype=np.int16).reshape(1, -1)  # (1, N * 2) interleaved
-    assert even_size(image) == (46, 32)
-    with av.open(str(path), "w") as container:
-        video = add_h264_stream(
-            container, 30.0, *even_size(image), VIDEO_TIME_BASE, codec_time_base=True
-        )
-        audio = add_aac_stream(container, RATE, "stereo")
-        for at in seconds:
-            frame = rgb_video_frame(image, video, round(at * 90_000), VIDEO_TIME_BASE)
-            assert (frame.width, frame.height) == (46, 32)
-            container.mux(video.encode(frame))
-        pcm = pcm_audio_frame(stereo, RATE, 0, "stereo")
-        assert pcm.samples == 4096 and pcm.time_base == fractions.Fraction(1, RATE)
-        container.mux(audio.encode(pcm))
-        flush(container, (video, audio, None))
+    assert encoding.even_size(image) == (46, 32)
+    writing = av.open(str(path), "w")
+    video = encoding.add_h264_stream(
+        writing, 30.0, *encoding.even_size(image), encoding.VIDEO_TIME_BASE, codec_time_base=True
+    )
+    output = encoding.MediaOutput(writing, video, encoding.add_aac_stream(writing, RATE, "stereo"))
+    for at in seconds:
+        frame = encoding.rgb_video_frame(image, video, round(at * 90_000), encoding.VIDEO_TIME_BASE)
+        assert (frame.width, frame.height) == (46, 32)
+        output.write_video(frame)
+    pcm = encoding.pcm_audio_frame(stereo, RATE, 0, "stereo")
+    assert pcm.samples == 4096 and pcm.time_base == fractions.Fraction(1, RATE)
+    output.write_audio(pcm)
+    output.close()
     with av.open(str(path)) as container:
         frames = list(container.decode(video=0))
         decoded = [float(f.pts * f.time_base) for f in frames if f.pts is not None and f.time_base]
@@ -51,3 +44,14 @@ def test_odd_frames_irregular_pts_and_stereo_pcm_round_trip(tmp_path: Path) -> N
     assert decoded == seconds
     assert left > 200
     assert abs(samples - 4096) <= 1024  # AAC pads at most one frame
+
+
+def test_writing_audio_without_an_audio_stream_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "silent.mp4"
+    writing = av.open(str(path), "w")
+    video = encoding.add_h264_stream(writing, 30.0, 16, 16, encoding.VIDEO_TIME_BASE)
+    output = encoding.MediaOutput(writing, video)
+    samples = np.zeros(1024, dtype=np.int16)
+    with pytest.raises(ValueError, match=r"silent\.mp4: no audio stream"):
+        output.write_audio(encoding.pcm_audio_frame(samples, RATE, 0))
+    output.close()
