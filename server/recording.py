@@ -147,7 +147,9 @@ class SessionRecorder:
             "w",
             options={"movflags": "frag_keyframe+delay_moov+default_base_moof"},
         )
-        video = add_h264_stream(container, self.fps, width, height, VIDEO_TIME_BASE)
+        video = add_h264_stream(
+            container, self.fps, width, height, VIDEO_TIME_BASE, codec_time_base=True
+        )
         return MediaOutput(container, video, add_aac_stream(container, self.audio_sample_rate))
 
     def _write_frame(self, frame: RecordedFrame) -> None:

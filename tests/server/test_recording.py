@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import av
@@ -63,3 +64,24 @@ def test_audio_click_lands_at_its_pts(tmp_path: Path, start_s: float) -> None:
     offset = click_time(path) - first_video_time(path) - click_s
     # AAC's 1024 priming samples (64 ms) would put the click two frames late
     assert abs(offset) < 1.0 / FPS, f"click off by {offset * 1000:.1f} ms"
+
+
+def test_pts_restart_after_clear_keeps_every_frame_in_order(tmp_path: Path) -> None:
+    """After ``clear`` the producer's pts start again at 0: each frame still gets its own,
+    increasing timestamp in the file (one 90 kHz tick apart at worst), none is merged."""
+    failures: list[BaseException] = []
+    recorder = SessionRecorder(
+        tmp_path / "session", FPS, RATE, on_written=lambda seq: None, on_failed=failures.append
+    )
+    recorder.start()
+    for seq, pts in enumerate([0.0, 1 / FPS, 2 / FPS, 0.0, 1 / FPS, 2 / FPS, 3 / FPS]):
+        image = np.full((64, 64, 3), seq * 30, dtype=np.uint8)
+        recorder.add_frame(RecordedFrame(seq, pts, image, None))
+    recorder.close()
+    with av.open(str(recorder.video_path)) as container:
+        frames = list(container.decode(video=0))
+    times = [float(frame.pts * frame.time_base) for frame in frames if frame.pts is not None]
+    assert failures == [] and len(times) == 7
+    assert all(later > earlier for earlier, later in itertools.pairwise(times))
+    shades = [int(frame.to_ndarray(format="rgb24").mean()) for frame in frames]
+    assert all(abs(shade - seq * 30) <= 4 for seq, shade in enumerate(shades))
