@@ -26,6 +26,7 @@ from av.video.frame import PictureType
 
 from model.errors import AnchorError
 from server.encoding import MediaOutput, add_aac_stream, add_h264_stream, pcm_audio_frame
+from server.tasks import cancel_and_wait
 
 log = logging.getLogger("anchor.egress")
 
@@ -223,11 +224,7 @@ class RtmpPusher:
         self.video.stop()
         if self.audio is not None:
             self.audio.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         if self._thread is not None:
             await asyncio.to_thread(self._queue.put, _STOP)
             await asyncio.to_thread(self._thread.join)
