@@ -80,7 +80,11 @@ def test_pts_restart_after_clear_keeps_every_frame_in_order(tmp_path: Path) -> N
     recorder.close()
     with av.open(str(recorder.video_path)) as container:
         frames = list(container.decode(video=0))
-    times = [float(frame.pts * frame.time_base) for frame in frames if frame.pts is not None]
+    times = [
+        float(frame.pts * frame.time_base)
+        for frame in frames
+        if frame.pts is not None and frame.time_base is not None
+    ]
     assert failures == [] and len(times) == 7
     assert all(later > earlier for earlier, later in itertools.pairwise(times))
     shades = [int(frame.to_ndarray(format="rgb24").mean()) for frame in frames]
