@@ -130,6 +130,9 @@ class RtmpPusher:
             preset="veryfast",
             x264_params="keyint=infinite:scenecut=0",
             bit_rate=self.video_bitrate,
+            # Millisecond encoder clock: frames of a burst (a far-behind live track) are
+            # 1 ms apart and must not round to one frame slot.
+            codec_time_base=True,
         )
         audio = None
         if self.audio is not None:
