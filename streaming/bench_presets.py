@@ -19,16 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from model.components import build_components
 from model.evaluation.pixels import psnr, ssim
-from model.face_geometry import crop_faces
+from model.video_io import to_uint8
 from server.config import AppConfig, load_config
 from server.demo import DEMO_MODEL, demo_model_settings
 from server.presets import PRESETS
-from streaming.bench_quality import heldout_folder
+from streaming.bench_quality import face_crop_scores, heldout_folder
 from streaming.quality import load_heldout, run_clip
 from streaming.sampler import latency_frames
 
@@ -89,7 +88,7 @@ def _measure(name: str, config: AppConfig, folder: Path, frames: int) -> dict[st
     ms_per_frame = 1000.0 * seconds / count
     hold = latency_frames(sampler)
     stride = sampler.window_size - sampler.overlap
-    pred, truth = _uint8(images), _uint8(clip.targets)
+    pred, truth = to_uint8(images), to_uint8(clip.targets)
     row: dict[str, Any] = {
         "preset": name,
         "mode": sampler.mode,
@@ -115,15 +114,8 @@ def _measure(name: str, config: AppConfig, folder: Path, frames: int) -> dict[st
         "psnr": psnr(pred, truth),
     }
     if face is not None:
-        crops = _uint8(crop_faces(images, clip.face_matrices, face.size))
-        truth_crops = _uint8(crop_faces(clip.targets, clip.face_matrices, face.size))
-        row["face_ssim"] = ssim(crops, truth_crops)
+        row["face_ssim"] = face_crop_scores(images, clip, face.size)["face_ssim"]
     return row
-
-
-def _uint8(images: torch.Tensor) -> np.ndarray:
-    scaled = (images.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-    return scaled.permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def format_report(report: dict[str, Any]) -> str:

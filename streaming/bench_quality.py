@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from model.evaluation.pixels import psnr, ssim
 from model.face_geometry import crop_faces
 from model.training.bundle import bundle_meta, load_bundle
-from streaming.quality import bundle_face, bundle_sampler, load_heldout, run_clip
+from model.video_io import to_uint8
+from streaming.quality import HeldOut, bundle_face, bundle_sampler, load_heldout, run_clip
 
 if TYPE_CHECKING:
     from server.config import AppConfig
@@ -125,14 +125,9 @@ def bench_quality(
         started = time.perf_counter()
         images, _ = run_clip(clip.conditions, components, sampler, face)
         elapsed = time.perf_counter() - started
-        pred = _uint8(images)
-        report = evaluator.evaluate(pred, _uint8(clip.targets), motion=clip.motion)
+        report = evaluator.evaluate(to_uint8(images), to_uint8(clip.targets), motion=clip.motion)
         if face_size is not None:
-            # The face stage's own effect: the aligned face crops against the truth's.
-            crops = _uint8(crop_faces(images, clip.face_matrices, face_size))
-            truth = _uint8(crop_faces(clip.targets, clip.face_matrices, face_size))
-            report["metrics"]["face_ssim"] = ssim(crops, truth)
-            report["metrics"]["face_psnr"] = psnr(crops, truth)
+            report["metrics"].update(face_crop_scores(images, clip, face_size))
         rows.append(
             {
                 "variant": variant.name,
@@ -158,10 +153,12 @@ def bench_quality(
     }
 
 
-def _uint8(images: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) [0, 1] -> (N, H, W, 3) uint8."""
-    scaled = (images.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-    return scaled.permute(0, 2, 3, 1).contiguous().numpy()
+def face_crop_scores(images: torch.Tensor, clip: HeldOut, size: int) -> dict[str, float]:
+    """SSIM/PSNR of the aligned face crops of ``images`` against the truth's: where the
+    face stage acts (whole-frame figures hardly see it)."""
+    crops = to_uint8(crop_faces(images, clip.face_matrices, size))
+    truth = to_uint8(crop_faces(clip.targets, clip.face_matrices, size))
+    return {"face_ssim": ssim(crops, truth), "face_psnr": psnr(crops, truth)}
 
 
 COLUMNS = (
