@@ -51,28 +51,16 @@ def register(commands: Any, bench: Any) -> None:
         "train",
         help="it/s of a training step (tiny preset, CPU) and the demo model's figures",
     )
-    train.add_argument("--json", action="store_true", help="print JSON")
     train.add_argument("--steps", type=int, default=5, help="timed training steps")
-    train.add_argument(
-        "--demo", type=Path, default=Path("clients/models/demo"), help="demo model bundle"
-    )
-    train.add_argument(
-        "--heldout", type=Path, default=None, help="held-out synthetic dataset for SSIM/PSNR"
-    )
+    _heldout_arguments(train)
     train.set_defaults(handler=bench_train_command)
 
     quality = bench.add_parser(
         "quality",
         help="the demo model vs ground truth: the paper's Table 1/2 rows on held-out motion",
     )
-    quality.add_argument("--json", action="store_true", help="print JSON")
     quality.add_argument("--frames", type=int, default=96, help="held-out frames per row")
-    quality.add_argument(
-        "--demo", type=Path, default=Path("clients/models/demo"), help="model bundle"
-    )
-    quality.add_argument(
-        "--heldout", type=Path, default=None, help="held-out synthetic dataset (ground truth)"
-    )
+    _heldout_arguments(quality)
     quality.add_argument(
         "--variants", default=None, help="comma-separated rows to run (default: all)"
     )
@@ -86,11 +74,8 @@ def register(commands: Any, bench: Any) -> None:
         "presets",
         help="ms per committed frame, latency and SSIM of each preset (quality, live, cpu-tiny)",
     )
-    presets.add_argument("--json", action="store_true", help="print JSON")
     presets.add_argument("--frames", type=int, default=48, help="held-out frames per preset")
-    presets.add_argument(
-        "--heldout", type=Path, default=None, help="held-out synthetic dataset (ground truth)"
-    )
+    _heldout_arguments(presets, bundle=False)
     presets.add_argument("--presets", default=None, help="comma-separated (default: all)")
     presets.set_defaults(handler=bench_presets_command)
 
@@ -109,6 +94,18 @@ def register(commands: Any, bench: Any) -> None:
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (sampler.steps)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.set_defaults(handler=bench_command)
+
+
+def _heldout_arguments(parser: argparse.ArgumentParser, bundle: bool = True) -> None:
+    """--json, --heldout (and --demo) of the benches scored on the held-out synthetic clip."""
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--heldout", type=Path, default=None, help="held-out synthetic dataset (ground truth)"
+    )
+    if bundle:
+        parser.add_argument(
+            "--demo", type=Path, default=Path("clients/models/demo"), help="model bundle"
+        )
 
 
 def bench_command(args: argparse.Namespace, config: AppConfig) -> int:
