@@ -53,11 +53,11 @@ def preset_fields(name: str, tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "server": {"sampler_mode": "low", "max_lag_s": 0.25},
         }  # fmt: skip
     if name == "cpu-tiny":
-        from server.demo import demo_model_settings
+        from server.demo import DEMO_MAX_LAG_S, demo_model_settings
 
         fields = demo_model_settings()
         fields["model"].update(device="cpu", threads=1, compile="off")
         fields["sampler"]["mode"] = "low"
-        fields["server"] = {"sampler_mode": "low", "max_lag_s": 0.25}
+        fields["server"] = {"sampler_mode": "low", "max_lag_s": DEMO_MAX_LAG_S}
         return fields
     raise KeyError(name)
