@@ -1,7 +1,7 @@
 """The producer link of ``anchor send`` and ``anchor bot`` to ``WS /sessions/{id}/motion``.
 
 The protocol client itself (answers, credits, acks, ``start`` retries, audio) is
-``server.producer_client.ProducerClient``; its docstring states the server semantics a
+``clients.producer_client.ProducerClient``; its docstring states the server semantics a
 sender builds on (an ``ack`` means accepted, so a reconnect resumes at the first
 unacknowledged seq). A link adds the policy of a production sender: any server error ends
 its work, since this client never sends what the server should refuse.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from server.producer_client import ConnectionLost, ProducerClient, ProducerError
+from clients.producer_client import ConnectionLost, ProducerClient, ProducerError
 
 __all__ = ["ConnectionLost", "ProducerLink", "ServerRefused", "with_token"]
 

@@ -22,6 +22,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from clients.viewer_client import ReceivedFrame, ViewerProbe
 from server.encoding import (
     VIDEO_CLOCK_RATE,
     VIDEO_TIME_BASE,
@@ -33,7 +34,6 @@ from server.encoding import (
     rgb_video_frame,
 )
 from server.media import read_seq
-from server.viewer_client import ReceivedFrame, ViewerProbe
 
 log = logging.getLogger("anchor.view")
 _STOP = object()

@@ -1,7 +1,7 @@
 """Configuration sections owned by the model layer.
 
-These are plain pydantic models with no torch import, so the server can load and
-validate them without pulling in the model stack. Architecture hyper-parameters
+These are plain pydantic models with no torch import, so any layer can load and validate
+them without pulling in the model stack. Architecture hyper-parameters
 (channel widths, attention heads, ...) are NOT here: they live in the
 ``config.json`` written beside each set of weights (diffusers convention).
 """
@@ -74,7 +74,10 @@ class ModelConfig(Section):
 class SamplerConfig(Section):
     """Denoising loop settings shared by the offline and streaming samplers."""
 
-    mode: SamplerMode = "offline"
+    # offline: Algorithm 1 (nothing final before the whole clip); exact: the same frames,
+    # streamed; low: one window of latency, overlaps averaged with the previous window's
+    # cached predictions. Live sessions need a streaming mode (exact or low).
+    mode: SamplerMode = "low"
     steps: int = Field(20, ge=1, le=1000)
     guidance_scale: float = Field(7.5, ge=0.0)
     controlnet_scale: float = Field(2.0, ge=0.0)

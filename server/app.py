@@ -37,7 +37,7 @@ from server.tokens import Role, TokenError, verify_token
 from server.viewer import run_viewer
 
 if TYPE_CHECKING:
-    from server.config import AppConfig
+    from server.config import ServerSettings
     from streaming.pipeline import PipelineFactory
 
 log = logging.getLogger("anchor.server")
@@ -63,14 +63,19 @@ class AnchorServer:
     close viewer peers and connections, stop the model worker.
     """
 
-    def __init__(self, config: AppConfig, factory: PipelineFactory | None = None) -> None:
+    def __init__(
+        self, config: ServerSettings, load_pipelines: Callable[[], PipelineFactory]
+    ) -> None:
+        """config: the server's sections; load_pipelines: builds the pipeline factory (the
+        model worker) when the server starts, off the event loop; the server closes it."""
         if not config.server.token_secret:
             raise AnchorError("server.token_secret is empty: set it to serve (any long secret)")
         if (config.server.tls_cert is None) != (config.server.tls_key is None):
             raise AnchorError("server.tls_cert and server.tls_key must be set together")
         self.config = config
         self.metrics = ServerMetrics()
-        self._factory = factory
+        self._load_pipelines = load_pipelines
+        self._factory: PipelineFactory | None = None
         self.sessions: dict[str, Session] = {}
         # Last accepted seq of sessions that were removed, so a producer that reconnects
         # after its session went away still learns where to resume; least recently
@@ -84,9 +89,7 @@ class AnchorServer:
     @property
     def factory(self) -> PipelineFactory:
         if self._factory is None:
-            from streaming.pipeline import load_pipeline_factory
-
-            self._factory = load_pipeline_factory(self.config)
+            self._factory = self._load_pipelines()
         return self._factory
 
     @property
@@ -275,7 +278,8 @@ class AnchorServer:
 
 
 async def serve_until_signal(
-    config: AppConfig,
+    config: ServerSettings,
+    load_pipelines: Callable[[], PipelineFactory],
     announce: Callable[[AnchorServer], None] | None = None,
     before_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> int:
@@ -286,7 +290,7 @@ async def serve_until_signal(
     """
     import signal
 
-    server = AnchorServer(config)
+    server = AnchorServer(config, load_pipelines)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     # Handlers first: a signal while the model loads still ends in a graceful exit 0.

@@ -24,7 +24,7 @@ from server.tasks import cancel_and_wait
 from server.webrtc import create_peer
 
 if TYPE_CHECKING:
-    from server.config import AppConfig
+    from server.config import ServerSettings
 
 log = logging.getLogger("anchor.broadcast")
 
@@ -35,7 +35,7 @@ class SessionBroadcast:
     def __init__(
         self,
         session_id: str,
-        config: AppConfig,
+        config: ServerSettings,
         relay: MediaRelay,
         video: MediaStreamTrack,
         audio: MediaStreamTrack,
@@ -52,7 +52,7 @@ class SessionBroadcast:
         self._tasks: list[asyncio.Task[None]] = []
 
     @staticmethod
-    def enabled(config: AppConfig) -> bool:
+    def enabled(config: ServerSettings) -> bool:
         return bool(config.broadcast.janus_url or config.broadcast.rtmp_url)
 
     @property
@@ -125,7 +125,7 @@ class SessionBroadcast:
             self.rtmp_url,
             video,
             audio,
-            fps=self.config.render.fps,
+            fps=self.config.stream.fps,
             video_bitrate=settings.rtmp_video_bitrate,
             audio_bitrate=settings.rtmp_audio_bitrate,
             keyframe_interval_s=settings.rtmp_keyframe_interval_s,

@@ -16,7 +16,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from model.errors import AnchorError
-from server.config import AppConfig
+from server.config import ServerSettings
 from server.metrics import ServerMetrics
 from server.motion_codec import decode_binary_frame, decode_json_frame
 from server.protocol import (
@@ -47,7 +47,7 @@ async def send_loop(connection: ServerConnection, outbox: Outbox) -> None:
 
 
 async def run_producer(
-    connection: ServerConnection, session: Session, config: AppConfig, metrics: ServerMetrics
+    connection: ServerConnection, session: Session, config: ServerSettings, metrics: ServerMetrics
 ) -> None:
     """Serve one producer until it disconnects; a run still going is then ended (flushed,
     recorded) so the recording is complete and playable."""
@@ -85,7 +85,7 @@ class ProducerHandler:
     """Decodes and dispatches one producer's messages; replies go to its outbox."""
 
     def __init__(
-        self, session: Session, config: AppConfig, metrics: ServerMetrics, outbox: Outbox
+        self, session: Session, config: ServerSettings, metrics: ServerMetrics, outbox: Outbox
     ) -> None:
         self.session = session
         self.config = config

@@ -29,7 +29,8 @@ from server.protocol import ProtocolError
 from server.recording import RecordedAudio, RecordedFrame, SessionRecorder
 
 if TYPE_CHECKING:
-    from server.config import AppConfig
+    from server.config import ServerSettings
+    from streaming.config import IdentityConfig
     from streaming.pipeline import OutputFrame, PipelineFactory, SessionPipeline
 
 log = logging.getLogger("anchor.session")
@@ -113,7 +114,7 @@ class Session:
     def __init__(
         self,
         session_id: str,
-        config: AppConfig,
+        config: ServerSettings,
         factory: PipelineFactory,
         metrics: ServerMetrics,
         persistent: bool,
@@ -125,16 +126,16 @@ class Session:
         self.metrics = metrics
         self.persistent = persistent
         self.loop = asyncio.get_running_loop()
-        render, sampler = config.render, config.sampler
+        stream = config.stream
         delay = config.server.playout_delay_frames
         if delay is None:
-            delay = sampler.window_size - sampler.overlap
+            delay = stream.window_stride
         self.playout_delay_frames = delay
         # Room for the delay plus the largest bursts: a window stride committed at once, the
         # tail of a low-mode run at its end; start_run widens it to the pipeline's latency.
-        capacity = delay + 3 * sampler.window_size
+        capacity = delay + 3 * stream.window_size
         self.video = PlayoutVideoTrack(
-            render.fps, render.width, render.height, delay_frames=delay, capacity_frames=capacity
+            stream.fps, stream.width, stream.height, delay_frames=delay, capacity_frames=capacity
         )
         self.audio = PtsAlignedAudioTrack(self.video, config.server.audio_sample_rate)
         self.relay = MediaRelay()
@@ -158,21 +159,15 @@ class Session:
 
     # producer side ---------------------------------------------------------------------
 
-    def identity_config(self, name: str) -> Any:
-        """The ModelConfig of identity ``name`` ("default" = the model section)."""
-        model = self.config.model
+    def identity_config(self, name: str) -> IdentityConfig | None:
+        """Identity ``name`` of ``server.identities``; None = "default", the model section."""
         if name == "default" and name not in self.config.server.identities:
-            return model
+            return None
         identity = self.config.server.identities.get(name)
         if identity is None:
             known = ["default", *sorted(self.config.server.identities)]
             raise AnchorError(f"identity: unknown identity {name!r} (known: {known})")
-        updates: dict[str, Path] = {}
-        if identity.checkpoint_path is not None:
-            updates["checkpoint_path"] = identity.checkpoint_path
-        if identity.reference_image is not None:
-            updates["reference_image"] = identity.reference_image
-        return model.model_copy(update=updates)
+        return identity
 
     def start_run(self, identity_name: str) -> SessionRun:
         """Start a run with identity ``identity_name``; raises AnchorError if one is active."""
@@ -182,7 +177,7 @@ class Session:
         sink = _LoopSink(self)
         pipeline = self.factory.create(self.id, identity, sink)
         limit = self.config.server.max_in_flight or (
-            pipeline.latency_frames + round(self.config.render.fps)
+            pipeline.latency_frames + round(self.config.stream.fps)
         )
         if limit <= pipeline.latency_frames:
             pipeline.close()
@@ -202,7 +197,7 @@ class Session:
             base = Path(recordings) / f"{self.id}-{stamp}-{self.runs_started}"
             recorder = SessionRecorder(
                 base,
-                self.config.render.fps,
+                self.config.stream.fps,
                 self.config.server.audio_sample_rate,
                 on_written=lambda seq: self._call_soon(self._release, seq),
                 on_failed=lambda err: self._call_soon(self._fail, err),
@@ -211,9 +206,9 @@ class Session:
         rate = None
         if self.config.server.max_lag_s is not None:
             # The worker takes frames in window strides: a stride of backlog is normal.
-            sampler = self.config.sampler
-            lag_frames = round(self.config.server.max_lag_s * self.config.render.fps)
-            rate = RateControl(max_backlog=sampler.window_size - sampler.overlap + lag_frames)
+            stream = self.config.stream
+            lag_frames = round(self.config.server.max_lag_s * stream.fps)
+            rate = RateControl(max_backlog=stream.window_stride + lag_frames)
         self.run = SessionRun(pipeline, recorder, limit, rate)
         sink.run = self.run
         log.info("session %s: run started (identity %s, credits %d)", self.id, identity_name, limit)

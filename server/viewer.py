@@ -22,7 +22,7 @@ from aiortc import RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 from websockets.asyncio.server import ServerConnection
 
-from server.config import AppConfig
+from server.config import ServerSettings
 from server.metrics import ServerMetrics
 from server.producer import send_loop
 from server.session import Outbox, Session
@@ -44,7 +44,7 @@ async def _status_loop(session: Session, outbox: Outbox) -> None:
 
 
 async def run_viewer(
-    connection: ServerConnection, session: Session, config: AppConfig, metrics: ServerMetrics
+    connection: ServerConnection, session: Session, config: ServerSettings, metrics: ServerMetrics
 ) -> None:
     """Negotiate one viewer's peer connection and keep it until either side leaves."""
     peer = create_peer(config.server)

@@ -3,9 +3,9 @@
 ingest (server) -> render (thread pool) -> sampler + decode + face (the ONE model worker
 thread, ``streaming.worker``) -> output (server).
 
-This module imports neither torch nor the model stack at import time, so the server can
-import it; ``load_pipeline_factory`` imports ``streaming.worker`` (torch) when called, or,
-with ``cluster.ray_address`` set, ``streaming.ray_pipeline`` (torch only inside the actors).
+This module imports neither torch nor the model stack, so the server can import it;
+``streaming.factory.load_pipeline_factory`` builds the configured factory, and the
+composition root hands it to the server.
 
 Threads call the sink; the sink hands results to the event loop itself. Contracts:
 - every submitted motion frame comes out exactly once, in order, as an ``OutputFrame``,
@@ -26,8 +26,35 @@ from model.config import SamplerConfig
 from model.errors import AnchorError
 
 if TYPE_CHECKING:
-    from model.config import ModelConfig
-    from server.config import AppConfig
+    from streaming.config import IdentityConfig, PipelineConfig
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFormat:
+    """The video a pipeline produces, as the network edge needs to know it.
+
+    fps: frames per second of the motion and the video; width, height: frame size in
+    pixels; window_size, window_stride: the sampler's window and the frames one window
+    commits in steady state (the size of the bursts the edge must smooth out).
+    """
+
+    fps: float
+    width: int
+    height: int
+    window_size: int
+    window_stride: int
+
+
+def stream_format(config: PipelineConfig) -> StreamFormat:
+    """The stream format of pipelines built from ``config``."""
+    sampler = config.sampler
+    return StreamFormat(
+        fps=config.render.fps,
+        width=config.render.width,
+        height=config.render.height,
+        window_size=sampler.window_size,
+        window_stride=sampler.window_size - sampler.overlap,
+    )
 
 
 @dataclass(slots=True)
@@ -79,8 +106,10 @@ class PipelineFactory(Protocol):
     """Builds session pipelines that share one model worker (the device owner)."""
 
     def create(
-        self, session_id: str, identity: ModelConfig, sink: PipelineSink
-    ) -> SessionPipeline: ...
+        self, session_id: str, identity: IdentityConfig | None, sink: PipelineSink
+    ) -> SessionPipeline:
+        """A pipeline for ``session_id``; identity None = the configured model."""
+        ...
 
     def close(self) -> None: ...
 
@@ -97,19 +126,14 @@ def live_latency_frames(sampler: SamplerConfig) -> int:
     if sampler.mode == "exact":
         neighbours = max(1, -(-sampler.window_size // stride) - 1)
         return (sampler.steps * neighbours + 1) * stride + sampler.window_size
-    raise AnchorError("server.sampler_mode: offline sampling cannot stream; use low or exact")
+    raise AnchorError("sampler.mode: offline sampling cannot stream; use low or exact")
 
 
-def live_sampler_config(config: AppConfig) -> SamplerConfig:
-    """The sampler settings of live sessions: ``sampler`` with ``server.sampler_mode``."""
-    return config.sampler.model_copy(update={"mode": config.server.sampler_mode})
-
-
-def worker_latency_frames(config: AppConfig) -> int:
+def worker_latency_frames(config: PipelineConfig) -> int:
     """Frames the model worker may hold before a frame comes out: the body sampler's
     latency plus, with temporal faces, the face sampler's behind it (render threads
     excluded)."""
-    sampler = live_sampler_config(config)
+    sampler = config.sampler
     latency = live_latency_frames(sampler)
     if config.face.enabled and config.face.face_temporal:
         face_mode = "low" if sampler.mode == "low" else "exact"
@@ -117,16 +141,3 @@ def worker_latency_frames(config: AppConfig) -> int:
             sampler.model_copy(update={"mode": face_mode, "steps": config.face.steps})
         )
     return latency
-
-
-def load_pipeline_factory(config: AppConfig) -> PipelineFactory:
-    """The configured factory: with ``cluster.ray_address`` set, session workers run as Ray
-    actors (``streaming.ray_pipeline``, torch-free here); otherwise the in-process model
-    worker thread starts (imports torch)."""
-    if config.cluster.ray_address is not None:
-        from streaming.ray_pipeline import RayPipelineFactory
-
-        return RayPipelineFactory(config)
-    from streaming.worker import WorkerPipelineFactory
-
-    return WorkerPipelineFactory(config)

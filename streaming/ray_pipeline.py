@@ -35,8 +35,7 @@ from model.errors import AnchorError
 from streaming.pipeline import OutputFrame, PipelineSink, worker_latency_frames
 
 if TYPE_CHECKING:
-    from model.config import ModelConfig
-    from server.config import AppConfig, ClusterConfig
+    from streaming.config import ClusterConfig, IdentityConfig, PipelineConfig
 
 log = logging.getLogger("anchor.cluster")
 
@@ -88,7 +87,9 @@ class SessionWorker:
     Runs on a Ray worker node; torch and the model load here, in ``__init__``.
     """
 
-    def __init__(self, config: AppConfig, session_id: str, identity: ModelConfig) -> None:
+    def __init__(
+        self, config: PipelineConfig, session_id: str, identity: IdentityConfig | None
+    ) -> None:
         from streaming.worker import WorkerPipelineFactory
 
         self._events = _EventQueue()
@@ -338,7 +339,7 @@ class RayPipelineFactory:
     (``ray.init``); "local" starts a Ray instance here for a try-out.
     """
 
-    def __init__(self, config: AppConfig) -> None:
+    def __init__(self, config: PipelineConfig) -> None:
         import ray
 
         self.cluster = config.cluster
@@ -350,16 +351,10 @@ class RayPipelineFactory:
             )
         if device == "cpu" and self.cluster.num_gpus > 0:
             log.warning("cluster.num_gpus reserves GPUs that model.device 'cpu' leaves unused")
-        # What the actors receive: no secrets of the network edge.
-        self.config = config.model_copy(
-            update={
-                "server": config.server.model_copy(
-                    update={"token_secret": "", "ice_credential": None}
-                )
-            }
-        )
+        # What the actors receive: the pipeline's sections only (no secret of the edge).
+        self.config = config
         self.demand = session_demand(self.cluster)
-        self.latency_frames = worker_latency_frames(config) + config.server.render_threads
+        self.latency_frames = worker_latency_frames(config) + config.worker.render_threads
         self._owns_ray = False
         if not ray.is_initialized():
             address = self.cluster.ray_address
@@ -387,7 +382,9 @@ class RayPipelineFactory:
             _describe(self.demand),
         )
 
-    def create(self, session_id: str, identity: ModelConfig, sink: PipelineSink) -> RaySession:
+    def create(
+        self, session_id: str, identity: IdentityConfig | None, sink: PipelineSink
+    ) -> RaySession:
         """Start the session's actor; raises AnchorError when no worker capacity is free."""
         with self._lock:
             self._check_capacity()

@@ -33,16 +33,11 @@ from model.config import ModelConfig
 from model.errors import AnchorError
 from streaming.face_stage import FaceGeometry, FaceStage, decode_frames, face_geometry
 from streaming.frames import CommittedFrame, ConditionFrame
-from streaming.pipeline import (
-    OutputFrame,
-    PipelineSink,
-    live_sampler_config,
-    worker_latency_frames,
-)
+from streaming.pipeline import OutputFrame, PipelineSink, worker_latency_frames
 from streaming.sampler import WindowSampler
 
 if TYPE_CHECKING:
-    from server.config import AppConfig
+    from streaming.config import IdentityConfig, PipelineConfig
 
 log = logging.getLogger("anchor.worker")
 
@@ -63,7 +58,7 @@ class ConditionRenderer:
     One per render thread: an OpenGL context belongs to the thread that made it.
     """
 
-    def __init__(self, config: AppConfig) -> None:
+    def __init__(self, config: PipelineConfig) -> None:
         from model.motion.frame import BodyModelSettings
         from model.render import MotionRenderer
 
@@ -168,9 +163,9 @@ class _Job:
 class ModelWorker:
     """The thread that owns every network: loads identities, runs samplers, decodes, enhances."""
 
-    def __init__(self, config: AppConfig) -> None:
+    def __init__(self, config: PipelineConfig) -> None:
         self.config = config
-        self.sampler_config = live_sampler_config(config)
+        self.sampler_config = config.sampler
         # Temporal faces run their own window sampler behind the body's (FaceStage).
         self.latency_frames = worker_latency_frames(config)
         # One item per rendered chunk or control message of some session; bounded by credits.
@@ -448,21 +443,23 @@ def _to_uint8(frame: CommittedFrame) -> np.ndarray:
 class WorkerPipelineFactory:
     """PipelineFactory over one shared ModelWorker."""
 
-    def __init__(self, config: AppConfig) -> None:
+    def __init__(self, config: PipelineConfig) -> None:
         self.config = config
         if config.model.threads is not None:
             torch.set_num_threads(config.model.threads)  # process-wide: before any thread runs
         self.worker = ModelWorker(config)
         self._renderer_factory = lambda: ConditionRenderer(config)
 
-    def create(self, session_id: str, identity: ModelConfig, sink: PipelineSink) -> WorkerSession:
+    def create(
+        self, session_id: str, identity: IdentityConfig | None, sink: PipelineSink
+    ) -> WorkerSession:
         return WorkerSession(
             self.worker,
             session_id,
-            identity,
+            self.config.identity_model(identity),
             sink,
             self._renderer_factory,
-            self.config.server.render_threads,
+            self.config.worker.render_threads,
         )
 
     def close(self) -> None:

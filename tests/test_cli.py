@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import build_parser, main
+from app.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 

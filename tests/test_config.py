@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from server.config import AppConfig, ConfigError, load_config
+from app.config import AppConfig, ConfigError, load_config
 
 
-def test_defaults_follow_the_paper() -> None:
-    config = load_config(environ={})
-    assert isinstance(config, AppConfig)
+def test_section_defaults_follow_the_paper() -> None:
+    config = AppConfig()
     assert config.sampler.steps == 20
     assert config.sampler.guidance_scale == 7.5
     assert config.sampler.controlnet_scale == 2.0
@@ -20,6 +19,20 @@ def test_defaults_follow_the_paper() -> None:
     assert config.face.guidance_scale == 3.5
     assert config.face.size == 256
     assert config.model.attention == "all-frame"
+
+
+def test_no_model_chosen_means_the_demo_bundle(caplog: pytest.LogCaptureFixture) -> None:
+    from app.demo import DEMO_MODEL
+
+    config = load_config(environ={})
+    assert config.model.preset == "bundle" and config.model.checkpoint_path == DEMO_MODEL
+    assert config.sampler.mode == "low" and config.render.width == 128  # the bundle's own
+    # A source that chooses a model gets none of the demo's settings under it.
+    chosen = load_config(overrides=["model.preset=tiny"], environ={})
+    assert chosen.model.checkpoint_path is None and chosen.sampler.steps == 20
+    assert "random weights" in caplog.text
+    from_env = load_config(environ={"ANCHOR_MODEL__PRESET": "sd15"})
+    assert from_env.model.preset == "sd15" and from_env.render.width == 512
 
 
 def test_precedence_file_then_env_then_cli(tmp_path: Path) -> None:

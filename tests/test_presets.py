@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import build_parser
-from server.config import ConfigError, load_config
-from server.demo import DEMO_MODEL, demo_config, with_demo_model
+from app.cli import build_parser
+from app.config import ConfigError, load_config
+from app.demo import DEMO_MODEL, demo_config, with_demo_model
 
 
 def test_quality_is_the_paper() -> None:
@@ -20,7 +20,7 @@ def test_quality_is_the_paper() -> None:
         16,
         4,
     )
-    assert config.model.attention == "all-frame" and config.server.sampler_mode == "exact"
+    assert config.model.attention == "all-frame" and config.sampler.mode == "exact"
     assert config.face.enabled and config.face.steps == 20 and config.face.guidance_scale == 3.5
     assert config.server.max_lag_s is None
 
@@ -32,7 +32,7 @@ def test_live_picks_attention_by_resolution(size: int, attention: str) -> None:
     config = load_config(None, [f"render.width={size}"], environ={}, preset="live")
     assert config.model.attention == attention
     assert config.sampler.guidance_scale == 1.0 and config.sampler.steps == 4
-    assert config.server.sampler_mode == "low" and config.server.max_lag_s is not None
+    assert config.sampler.mode == "low" and config.server.max_lag_s is not None
     assert config.model.cache_conditioning and config.model.compile == "auto"
     assert config.model.precision == "auto"  # fp16 on CUDA, float32 on the CPU
 

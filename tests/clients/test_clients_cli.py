@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from server.cli import build_parser, main
+from app.cli import build_parser, main
 
 
 def test_commands_are_registered() -> None:

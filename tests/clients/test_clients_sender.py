@@ -122,7 +122,7 @@ def test_cli_sends_json_lines_from_stdin(tmp_path: Path) -> None:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "server.cli",
+            "app.cli",
             "send",
             "-",
             "--url",

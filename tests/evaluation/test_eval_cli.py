@@ -16,9 +16,9 @@ import pytest
 import torch
 from eval_helpers import noisy, smooth_video
 
+from app.cli import main
 from model.config import RenderConfig
 from model.video_io import write_mp4
-from server.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from server.cli import main
+from app.cli import main
 
 
 def test_bench_model_prints_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import torch
 
+from app.cli import main
 from model.components import Components, build_components
 from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.errors import AnchorError
 from model.onnx_export import export_onnx
 from model.onnx_runtime import OnnxDenoiser, choose_providers
 from model.sgdm import SGDMDenoiser
-from server.cli import main
 from streaming.frames import ConditionFrame
 from streaming.generate import generate_streaming
 
@@ -255,7 +255,7 @@ def test_bench_onnx_reports_both_backends(capsys: pytest.CaptureFixture[str]) ->
 
 def test_components_report_the_onnx_denoiser_and_torch_narrowing(exported: Path) -> None:
     """Torch-only tools refuse the onnxruntime denoiser by name, not with an AttributeError."""
-    from model.bench import bench_model
+    from bench.model import bench_model
 
     components = _onnx(exported)
     assert not isinstance(components.denoiser, SGDMDenoiser)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from app.cli import main
 from model.motion.samples import wave_clip
-from server.cli import main
 
 
 def test_server_side_modules_do_not_import_torch() -> None:

@@ -163,7 +163,7 @@ def test_render_without_antialiasing_differs_only_on_the_silhouette(
 def test_bench_render_reports_json(standin_cache, capsys) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from server.cli import main
+    from app.cli import main
 
     overrides = [
         "--set", f"render.standin_path={standin_cache}",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from serverkit import tiny_config
 
-from server.config import AppConfig
+from app.config import AppConfig
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from server.config import AppConfig
+from app.config import AppConfig
 
 SECRET = "test-secret-for-anchor"
 
@@ -19,13 +19,12 @@ def tiny_config(tmp_path: Path, **server: Any) -> AppConfig:
         "token_secret": SECRET,
         "stamp_seq": True,
         "recordings_dir": str(tmp_path / "recordings"),
-        "sampler_mode": "low",
     }
     settings.update(server)
     return AppConfig.model_validate(
         {
             "model": {"preset": "tiny", "device": "cpu"},
-            "sampler": {"steps": 2, "window_size": 4, "overlap": 1},
+            "sampler": {"steps": 2, "window_size": 4, "overlap": 1, "mode": "low"},
             "face": {"enabled": False},
             "render": {"width": 64, "height": 64},
             "server": settings,
@@ -43,9 +42,13 @@ def run_with_server(
 
     factory: a PipelineFactory in place of the real model worker (None = the real one)."""
     from server.app import AnchorServer
+    from streaming.factory import load_pipeline_factory
+
+    def load_pipelines() -> Any:
+        return factory if factory is not None else load_pipeline_factory(config.pipeline)
 
     async def main() -> None:
-        server = AnchorServer(config, factory)
+        server = AnchorServer(config.edge, load_pipelines)
         await server.start()
         try:
             await asyncio.wait_for(body(server), timeout)

@@ -1,7 +1,7 @@
 """Fan-out through a real Janus VideoRoom and RTMP/HLS egress through a real nginx-rtmp.
 
 Each test starts its own Janus or nginx on 127.0.0.1 (free ports, configuration written to
-tmp_path, see server.mediaservers) and always stops it. The session is the tiny preset
+tmp_path, see bench.mediaservers) and always stops it. The session is the tiny preset
 with the seq barcode stamped, so what a subscriber or an HLS segment shows can be traced
 back to the frame the producer sent.
 """
@@ -18,13 +18,13 @@ import av
 import pytest
 from serverkit import SECRET, run_with_server, tiny_config
 
-from server.demo import demo_frames
+from bench.mediaservers import LocalJanus, LocalNginxRtmp, free_port
+from clients.producer_client import MotionProducer
+from clients.viewer_client import JanusViewerProbe
+from model.motion.demo_loop import demo_frames
 from server.janus import VIDEOROOM, JanusConnection
 from server.media import read_seq
-from server.mediaservers import LocalJanus, LocalNginxRtmp, free_port
-from server.producer_client import MotionProducer
 from server.tokens import mint_token
-from server.viewer_client import JanusViewerProbe
 
 FRAMES = 45
 ROOM = 4321

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from serverkit import SECRET, run_with_server, tiny_config
 
-from server.demo import demo_frames
+from clients.producer_client import MotionProducer
+from model.motion.demo_loop import demo_frames
 from server.live_rate import RateControl
-from server.producer_client import MotionProducer
 from server.tokens import mint_token
 from streaming.pipeline import OutputFrame, PipelineSink
 

@@ -19,12 +19,12 @@ import pytest
 from serverkit import SECRET, tiny_config
 from websockets.asyncio.client import connect
 
-from server.bench_e2e import ROOT, free_port, start_server
-from server.demo import demo_frames
+from bench.e2e import ROOT, free_port, start_server
+from clients.producer_client import MotionProducer
+from clients.viewer_client import ViewerProbe
+from model.motion.demo_loop import demo_frames
 from server.media import read_seq
-from server.producer_client import MotionProducer
 from server.tokens import mint_token
-from server.viewer_client import ViewerProbe
 
 CHROMIUM = "/usr/bin/chromium"
 # Demo frames a viewer must see (by seq barcode) before the demo is stopped.
@@ -172,7 +172,7 @@ def test_headless_chromium_decodes_video(tmp_path: Path) -> None:
 
 async def _demo_streams_then_stops(signum: int) -> tuple[list[int], int]:
     """Run ``anchor demo --port 0``, view it, signal it; (seqs seen, exit code)."""
-    command = [sys.executable, "-m", "server.cli", "--set", "server.stamp_seq=true"]
+    command = [sys.executable, "-m", "app.cli", "--set", "server.stamp_seq=true"]
     process = await asyncio.create_subprocess_exec(
         *command, "demo", "--port", "0", cwd=ROOT, stdout=subprocess.PIPE
     )

@@ -23,14 +23,14 @@ import av
 import pytest
 from serverkit import SECRET, run_with_server, tiny_config
 
+from app.config import AppConfig
+from bench.e2e import free_port, overrides
+from clients.producer_client import MotionProducer, ProducerError
+from clients.viewer_client import ViewerProbe
 from model.errors import AnchorError
-from server.bench_e2e import free_port, overrides
-from server.config import AppConfig
-from server.demo import demo_frames
+from model.motion.demo_loop import demo_frames
 from server.media import read_seq
-from server.producer_client import MotionProducer, ProducerError
 from server.tokens import mint_token
-from server.viewer_client import ViewerProbe
 from streaming.ray_pipeline import RayPipelineFactory, RaySession
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +91,7 @@ def test_a_cuda_model_without_gpus_is_refused_before_joining(tmp_path: Path) -> 
     config = ray_config(tmp_path, num_gpus=0.0)
     config.model = config.model.model_copy(update={"device": "cuda"})
     with pytest.raises(AnchorError, match=r"cluster\.num_gpus is 0 but model\.device is 'cuda'"):
-        RayPipelineFactory(config)
+        RayPipelineFactory(config.pipeline)
 
 
 @pytest.mark.slow
@@ -100,7 +100,7 @@ def test_serve_with_ray_local_streams_and_exits_cleanly(tmp_path: Path) -> None:
     through an actor, SIGTERM: exit 0 and a playable recording. (Runs before the module's
     shared instance starts: one Ray instance at a time on the test machine.)"""
     config = tiny_config(tmp_path, port=free_port())
-    command = [sys.executable, "-m", "server.cli", *overrides(config), "serve", "--ray", "local"]
+    command = [sys.executable, "-m", "app.cli", *overrides(config), "serve", "--ray", "local"]
     log_path = tmp_path / "server.log"
     sent = 8
     with log_path.open("wb") as log:

@@ -17,15 +17,15 @@ from serverkit import SECRET, run_with_server, tiny_config
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from app.config import AppConfig
+from clients.producer_client import MotionProducer
+from clients.viewer_client import ViewerProbe
+from model.motion.demo_loop import demo_frame, demo_frames
 from model.motion.readers import open_motion
 from model.motion.wire import encode_binary
-from server.config import AppConfig
-from server.demo import demo_frame, demo_frames
 from server.media import read_seq
-from server.producer_client import MotionProducer
 from server.protocol import encode_audio
 from server.tokens import mint_token
-from server.viewer_client import ViewerProbe
 
 FRAMES = 24
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.bench_e2e import overrides
-from server.config import load_config
-from server.demo import DEMO_MODEL, demo_config, with_demo_model
+from app.config import load_config
+from app.demo import DEMO_MODEL, demo_config, with_demo_model
+from bench.e2e import overrides
 
 
 def test_overrides_reproduce_the_demo_model_config() -> None:
@@ -19,7 +19,15 @@ def test_overrides_reproduce_the_demo_model_config() -> None:
 
 
 def test_overrides_carry_only_changed_fields() -> None:
-    config = load_config(None, ["render.width=96", "server.recordings_dir=/tmp/r"], environ={})
+    fields = ["model.preset=tiny", "render.width=96", "server.recordings_dir=/tmp/r"]
+    config = load_config(None, fields, environ={})
     args = overrides(config)
-    assert args == ["--set", "render.width=96", "--set", 'server.recordings_dir="/tmp/r"']
+    assert args == [
+        "--set",
+        'model.preset="tiny"',
+        "--set",
+        "render.width=96",
+        "--set",
+        'server.recordings_dir="/tmp/r"',
+    ]
     assert load_config(None, args[1::2], environ={}).server.recordings_dir == Path("/tmp/r")

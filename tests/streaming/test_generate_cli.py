@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.cli import main
+from app.cli import main
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from server.cli import main
+from app.cli import main
 
 
 def test_bench_sampler_prints_every_mode_as_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from app.cli import main
+from app.config import AppConfig
+from bench.quality import VARIANTS, bench_quality, format_report
 from model.errors import AnchorError
-from server.cli import main
-from server.config import AppConfig
-from streaming.bench_quality import VARIANTS, bench_quality, format_report
 
 DEMO = Path(__file__).resolve().parents[2] / "clients" / "models" / "demo"
 
@@ -62,8 +62,8 @@ def test_cli_writes_json(
 
 
 def test_bench_presets_runs_a_preset_on_the_demo_weights(synth_root: Path) -> None:
-    from streaming.bench_presets import bench_presets
-    from streaming.bench_presets import format_report as format_presets
+    from bench.presets import bench_presets
+    from bench.presets import format_report as format_presets
 
     report = bench_presets(None, [], synth_root / "heldout", 8, ["cpu-tiny"])
     assert report["weights"].startswith("demo bundle")

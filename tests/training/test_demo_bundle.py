@@ -25,8 +25,8 @@ def test_demo_bundle_is_small_and_loads_strictly() -> None:
 
 @pytest.mark.slow
 def test_demo_figures_on_synthetic_heldout_motion(synth_root: Path) -> None:
-    from server.config import AppConfig
-    from streaming.quality import demo_figures
+    from app.config import AppConfig
+    from bench.heldout import demo_figures
 
     report = demo_figures(DEMO, synth_root / "heldout", AppConfig(), frames=12)
     assert report["frames"] == 12 and report["size"] == 128 and report["mode"] == "low"
@@ -42,8 +42,8 @@ def test_demo_figures_on_synthetic_heldout_motion(synth_root: Path) -> None:
 
 
 def test_demo_config_runs_the_bundles_face_model() -> None:
+    from app.config import load_config
     from model.components import build_components
-    from server.config import load_config
 
     config = load_config(DEMO.parents[2] / "configs" / "demo.toml", environ={})
     assert config.face.enabled and config.face.size == bundle_meta(DEMO)["face"]["size"]

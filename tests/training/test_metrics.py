@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from model.training.bench import psnr, ssim
+from bench.train import psnr, ssim
 
 
 def test_identical_images_score_perfectly() -> None:

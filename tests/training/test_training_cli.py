@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import main
+from app.cli import main
 
 
 def test_anchor_train_body_writes_checkpoints_and_a_bundle(

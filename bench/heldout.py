@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from bench.train import psnr, ssim
 from model.config import FaceConfig, SamplerConfig
 from model.face_geometry import crop_faces
-from model.training.bench import psnr, ssim
 from model.training.bundle import bundle_meta, load_bundle
 from model.training.data import _image
 from model.training.dataset import ManifestEntry, load_dataset, read_png
@@ -26,7 +26,7 @@ from streaming.frames import ConditionFrame
 from streaming.generate import generate_streaming
 
 if TYPE_CHECKING:
-    from server.config import AppConfig
+    from app.config import AppConfig
 
 
 def demo_figures(

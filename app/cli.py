@@ -1,9 +1,9 @@
 """The ``anchor`` command line.
 
-Each package contributes its own subcommands through a ``commands`` module with a
-``register(commands, bench)`` function (argparse sub-parser collections). Those modules
-must not import torch at import time, so ``anchor --help`` stays fast and this
-module stays torch-free; the heavy imports happen inside the handlers.
+The commands live in ``app.commands`` (one module per layer's commands, each with a
+``register(commands)`` function); ``anchor bench X`` in ``bench.cli`` (``register(bench)``),
+one measurement module per X. Neither imports torch at import time, so ``anchor --help``
+stays fast; the heavy imports happen inside the handlers.
 
 A handler has the signature ``handler(args: argparse.Namespace, config: AppConfig) -> int``
 and is attached with ``parser.set_defaults(handler=...)``.
@@ -18,19 +18,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from app.commands import clients, evaluation, model, motion, server, streaming, training
+from app.config import ConfigError, load_config
+from app.presets import PRESETS
 from model.errors import AnchorError
-from server.config import ConfigError, load_config
-from server.presets import PRESETS
 
-COMMAND_MODULES = (
-    "model.commands",
-    "model.motion.commands",
-    "model.training.commands",
-    "model.evaluation.commands",
-    "streaming.commands",
-    "server.commands",
-    "clients.commands",
-)
+COMMAND_MODULES = (model, motion, training, evaluation, streaming, server, clients)
+# The measurements (``anchor bench X``): loaded by name, they measure the composed
+# application and use its configuration, so this package never imports them statically.
+BENCH_COMMANDS = "bench.cli"
 
 log = logging.getLogger("anchor.cli")
 
@@ -65,14 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser = commands.add_parser("bench", help="print performance figures (JSON with --json)")
     bench = bench_parser.add_subparsers(dest="bench", metavar="WHAT")
     bench_parser.set_defaults(handler=lambda args, config: _missing(bench_parser))
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name is not None and name.startswith(err.name):
-                continue  # that package contributes no commands (yet)
-            raise
-        module.register(commands, bench)
+    for module in COMMAND_MODULES:
+        module.register(commands)
+    importlib.import_module(BENCH_COMMANDS).register(bench)
     return parser
 
 

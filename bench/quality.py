@@ -28,14 +28,21 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from bench.heldout import (
+    HeldOut,
+    bundle_face,
+    bundle_sampler,
+    load_heldout,
+    run_clip,
+)
+from model.errors import AnchorError
 from model.evaluation.pixels import psnr, ssim
 from model.face_geometry import crop_faces
 from model.training.bundle import bundle_meta, load_bundle
 from model.video_io import to_uint8
-from streaming.quality import HeldOut, bundle_face, bundle_sampler, load_heldout, run_clip
 
 if TYPE_CHECKING:
-    from server.config import AppConfig
+    from app.config import AppConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +95,6 @@ def bench_quality(
     """Every variant (or those in ``names``) on ``frames`` held-out frames; a report.
 
     steps: DDIM steps of every row (default: the bundle's own)."""
-    from model.errors import AnchorError
     from model.evaluation.evaluate import Evaluator, json_safe
 
     variants = [v for v in VARIANTS if names is None or v.name in names]

@@ -1,6 +1,6 @@
 """``anchor bench presets``: cost, latency and quality of each speed preset on this machine.
 
-Each preset (``server.presets``: quality, live, cpu-tiny) is loaded over the user's config
+Each preset (``app.presets``: quality, live, cpu-tiny) is loaded over the user's config
 file and ``--set`` fields, so the weights stay the configured ones: on a GPU machine with
 SD1.5 and the authors' checkpoints configured, the same command prints the GPU figures.
 When no weights are configured (the tiny random preset), the committed demo bundle is the
@@ -21,14 +21,14 @@ from typing import Any
 
 import torch
 
+from app.config import AppConfig, load_config
+from app.demo import DEMO_MODEL, demo_model_settings
+from app.presets import PRESETS
+from bench.heldout import load_heldout, run_clip
+from bench.quality import face_crop_scores, heldout_folder
 from model.components import build_components
 from model.evaluation.pixels import psnr, ssim
 from model.video_io import to_uint8
-from server.config import AppConfig, load_config
-from server.demo import DEMO_MODEL, demo_model_settings
-from server.presets import PRESETS
-from streaming.bench_quality import face_crop_scores, heldout_folder
-from streaming.quality import load_heldout, run_clip
 from streaming.sampler import latency_frames
 
 

@@ -2,7 +2,7 @@
 
 A server runs as a subprocess (``anchor serve``, tiny preset, seq stamping); in the Janus
 mode it also publishes every session into a local Janus VideoRoom (started and stopped
-here, see server.mediaservers). This process is the producer and the viewers: aiortc
+here, see bench.mediaservers). This process is the producer and the viewers: aiortc
 peers of the server itself (direct) or VideoRoom subscribers (through Janus).
 
 For each mode and viewer count a fresh session streams ``frames`` demo frames at 30 fps;
@@ -22,13 +22,14 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from server.bench_e2e import start_server
-from server.config import AppConfig
-from server.demo import demo_config, demo_frames
-from server.mediaservers import LocalJanus, free_port, process_cpu_seconds
-from server.producer_client import MotionProducer
+from app.config import AppConfig
+from app.demo import demo_config
+from bench.e2e import start_server
+from bench.mediaservers import LocalJanus, free_port, process_cpu_seconds
+from clients.producer_client import MotionProducer
+from clients.viewer_client import JanusViewerProbe, ViewerProbe
+from model.motion.demo_loop import demo_frames
 from server.tokens import Role, mint_token
-from server.viewer_client import JanusViewerProbe, ViewerProbe
 
 ROOM = 1234
 WARMUP_FRAMES = 15
@@ -119,7 +120,7 @@ async def _run_mode(
 ) -> list[dict[str, Any]]:
     with ExitStack() as stack:
         janus = None
-        config = demo_config(base, "127.0.0.1", free_port())
+        config = demo_config(base, "127.0.0.1", free_port(), tiny=True)
         config = config.model_copy(
             update={"server": config.server.model_copy(update={"stamp_seq": True})}
         )
@@ -148,7 +149,7 @@ async def run_bench(base: AppConfig, viewer_counts: list[int], frames: int) -> d
         for mode in ("direct", "janus"):
             rows += await _run_mode(base, mode, counts, frames, Path(folder) / mode)
     _per_viewer(rows)
-    config = demo_config(base, "127.0.0.1", 0)
+    config = demo_config(base, "127.0.0.1", 0, tiny=True)
     return {
         "preset": config.model.preset,
         "resolution": f"{config.render.width}x{config.render.height}",

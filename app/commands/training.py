@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 from model.errors import AnchorError
 
 if TYPE_CHECKING:
-    from server.config import AppConfig
+    from app.config import AppConfig
 
 log = logging.getLogger("anchor.training")
 
 
-def register(commands: Any, bench: Any) -> None:
+def register(commands: Any) -> None:
     """Add the training commands."""
     _register_synth(commands)
     _register_prepare(commands)
@@ -142,7 +142,7 @@ def _register_train(commands: Any) -> None:
         help="train the body SGDM, the face SGDM or a small autoencoder (accelerate)",
         description=(
             "Same command on one CPU, one GPU or many (launch with `accelerate launch -m "
-            "server.cli train ...` for several processes). Hyper-parameters come from the "
+            "app.cli train ...` for several processes). Hyper-parameters come from the "
             "[train] config section; the flags below override it."
         ),
     )

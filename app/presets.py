@@ -38,7 +38,7 @@ def preset_fields(name: str, tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "model": {"attention": "all-frame", "compile": "off"},
             "face": {"enabled": True, "steps": 20, "guidance_scale": 3.5,
                      "face_temporal": False},
-            "server": {"sampler_mode": "exact", "max_lag_s": None},
+            "server": {"max_lag_s": None},
         }  # fmt: skip
     if name == "live":
         model = tree.get("model", {})
@@ -50,14 +50,14 @@ def preset_fields(name: str, tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "model": {"attention": attention, "cache_conditioning": True, "precision": "auto",
                       "compile": "auto"},
             "face": {"steps": 4, "guidance_scale": 1.0, "face_temporal": False},
-            "server": {"sampler_mode": "low", "max_lag_s": 0.25},
+            "server": {"max_lag_s": 0.25},
         }  # fmt: skip
     if name == "cpu-tiny":
-        from server.demo import DEMO_MAX_LAG_S, demo_model_settings
+        from app.defaults import DEMO_MAX_LAG_S, demo_model_settings
 
         fields = demo_model_settings()
         fields["model"].update(device="cpu", threads=1, compile="off")
         fields["sampler"]["mode"] = "low"
-        fields["server"] = {"sampler_mode": "low", "max_lag_s": DEMO_MAX_LAG_S}
+        fields["server"] = {"max_lag_s": DEMO_MAX_LAG_S}
         return fields
     raise KeyError(name)

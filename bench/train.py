@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from model.config import ModelConfig
 
 if TYPE_CHECKING:
-    from server.config import AppConfig
+    from app.config import AppConfig
 
 
 def psnr(images: torch.Tensor, targets: torch.Tensor) -> float:
@@ -98,7 +98,7 @@ def bench_train(
     """The report printed by ``anchor bench train``.
 
     demo_figures(bundle, heldout, config): the demo model's figures through the live
-    chain (``streaming.quality.demo_figures``), passed in because model/ never imports
+    chain (``bench.heldout.demo_figures``), passed in because model/ never imports
     streaming/.
     """
     report: dict[str, Any] = {"train_step": training_step_speed(steps)}

@@ -6,16 +6,13 @@ Torch is imported inside the handlers only (``anchor --help`` stays fast).
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 from model.errors import AnchorError
 
 
-def register(commands: Any, bench: Any) -> None:
+def register(commands: Any) -> None:
     """Adds this package's subcommands to the ``anchor`` parser."""
     standin = commands.add_parser(
         "standin-smplx", help="write a synthetic SMPL-X model (stand-in for the licensed file)"
@@ -29,11 +26,6 @@ def register(commands: Any, bench: Any) -> None:
     render.add_argument("--out", type=Path, required=True, help=".mp4 file or folder of PNGs")
     render.add_argument("--frames", type=int, default=None, help="render at most N frames")
     render.set_defaults(handler=_render)
-
-    bench_render = bench.add_parser("render", help="mesh rendering frames/s (16-frame windows)")
-    bench_render.add_argument("--json", action="store_true", help="print JSON")
-    bench_render.add_argument("--windows", type=int, default=4, help="timed windows")
-    bench_render.set_defaults(handler=_bench_render)
 
 
 def _standin(args: argparse.Namespace, config: Any) -> int:
@@ -76,62 +68,4 @@ def _render(args: argparse.Namespace, config: Any) -> int:
                 Image.fromarray(image).save(out / f"{int(seq):06d}.png")
                 count += 1
     print(f"rendered {count} frames to {out}")
-    return 0
-
-
-def _bench_render(args: argparse.Namespace, config: Any) -> int:
-    import numpy as np
-
-    from model.motion.frame import MotionFrame
-    from model.motion.readers import TALKSHOW_SETTINGS
-    from model.render import MotionRenderer, configure_gl
-
-    platform = configure_gl(config.render.backend)
-    renderer = MotionRenderer(config.render, TALKSHOW_SETTINGS)
-    generator = np.random.default_rng(0)
-    window = 16
-
-    def frames(start: int) -> list[MotionFrame]:
-        batch = []
-        for seq in range(start, start + window):
-            frame = MotionFrame(seq=seq, pts=seq / 30.0)
-            frame.global_orient[:] = (np.pi, 0.0, 0.0)
-            frame.body_pose[:] = generator.normal(0.0, 0.15, 63).astype(np.float32)
-            frame.jaw_pose[0] = 0.2
-            frame.expression = generator.normal(0.0, 0.5, 100).astype(np.float32)
-            batch.append(frame)
-        return batch
-
-    renderer.render(frames(0))  # warm-up: context, buffers, session camera
-    body_ms, window_s = [], []
-    for index in range(args.windows):
-        batch = frames((index + 1) * window)
-        start = time.perf_counter()
-        renderer.body_model.forward(batch)
-        body_ms.append(1000.0 * (time.perf_counter() - start))
-        start = time.perf_counter()
-        renderer.render(batch)
-        window_s.append(time.perf_counter() - start)
-    renderer.close()
-    median = statistics.median(window_s)
-    result = {
-        "platform": platform,
-        "antialias": config.render.antialias,
-        "width": config.render.width,
-        "height": config.render.height,
-        "window": window,
-        "frames_per_second": round(window / median, 1),
-        "window_ms": round(1000.0 * median, 1),
-        "smplx_ms_per_window": round(statistics.median(body_ms), 1),
-    }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(
-            f"render {result['width']}x{result['height']} ({platform}, antialias "
-            f"{'on' if config.render.antialias else 'off'}): "
-            f"{result['frames_per_second']} frames/s, {result['window_ms']} ms per "
-            f"{window}-frame window (pose -> vertices -> image); smplx "
-            f"{result['smplx_ms_per_window']} ms per window"
-        )
     return 0

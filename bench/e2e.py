@@ -20,11 +20,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from server.config import AppConfig
-from server.demo import demo_config, demo_frames, with_demo_model
-from server.producer_client import MotionProducer
+from app.config import AppConfig
+from app.demo import demo_config, with_demo_model
+from clients.producer_client import MotionProducer
+from clients.viewer_client import ViewerProbe
+from model.motion.demo_loop import demo_frames
 from server.tokens import mint_token
-from server.viewer_client import ViewerProbe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,9 +38,11 @@ def free_port() -> int:
 
 
 def overrides(config: AppConfig) -> list[str]:
-    """``--set`` arguments reproducing ``config`` in a subprocess: every field that differs
-    from the defaults, JSON-encoded (what ``--set`` parses)."""
+    """``--set`` arguments reproducing ``config`` in a subprocess: ``model.preset`` (which
+    decides whether the embedded default model applies) and every field that differs from
+    the section defaults, JSON-encoded (what ``--set`` parses)."""
     defaults = AppConfig().model_dump(mode="json")
+    defaults["model"].pop("preset")
     args: list[str] = []
     for section, fields in config.model_dump(mode="json").items():
         for name, value in fields.items():
@@ -52,7 +55,7 @@ def start_server(config: AppConfig, log_path: Path) -> Any:
     """``anchor serve`` in a subprocess; returns the Popen once /healthz answers."""
     import subprocess
 
-    command = [sys.executable, "-m", "server.cli", *overrides(config), "serve"]
+    command = [sys.executable, "-m", "app.cli", *overrides(config), "serve"]
     log = log_path.open("wb")
     process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{config.server.port}/healthz"
@@ -139,7 +142,7 @@ async def run_bench(
     """Measure each viewer count on a fresh session of one server subprocess: the tiny
     preset, or with ``demo_model`` the trained demo bundle exactly as ``anchor demo`` runs it."""
     port = free_port()
-    config = demo_config(base, "127.0.0.1", port)
+    config = demo_config(base, "127.0.0.1", port, tiny=not demo_model)
     if demo_model:
         config = with_demo_model(config)
     config = config.model_copy(
@@ -166,7 +169,7 @@ async def run_bench(
         "fps": config.render.fps,
         "max_lag_s": config.server.max_lag_s,
         "sampler": {
-            "mode": config.server.sampler_mode,
+            "mode": config.sampler.mode,
             "steps": config.sampler.steps,
             "window_size": config.sampler.window_size,
             "overlap": config.sampler.overlap,

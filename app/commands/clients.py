@@ -11,10 +11,10 @@ import json
 import sys
 from typing import Any
 
-from server.config import AppConfig
+from app.config import AppConfig
 
 
-def register(commands: Any, bench: Any) -> None:
+def register(commands: Any) -> None:
     send = commands.add_parser(
         "send", help="replay a motion file (or JSON-lines frames on stdin) to a session"
     )
@@ -44,11 +44,6 @@ def register(commands: Any, bench: Any) -> None:
     bot.add_argument("--identity", default="default")
     bot.add_argument("--seed", type=int, default=None, help="generator seed (audio2motion.seed)")
     bot.set_defaults(handler=_bot)
-
-    a2m = bench.add_parser("audio2motion", help="generator real-time factor, bot latency")
-    a2m.add_argument("--json", action="store_true")
-    a2m.add_argument("--no-bot", action="store_true", help="skip the loopback bot latency")
-    a2m.set_defaults(handler=_bench_audio2motion)
 
 
 def _send(args: argparse.Namespace, config: AppConfig) -> int:
@@ -122,25 +117,4 @@ def _bot(args: argparse.Namespace, config: AppConfig) -> int:
     ended = stats.ended or {}
     summary = {"frames": len(stats.frames), "clears": stats.clears, **ended}
     print(json.dumps(summary))
-    return 0
-
-
-def _bench_audio2motion(args: argparse.Namespace, config: AppConfig) -> int:
-    from clients.bench import run_bench
-
-    results = run_bench(config, with_bot=not args.no_bot)
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return 0
-    generator = results["generator"]
-    print(
-        f"built-in generator: {generator['rtf_20ms_chunks']}x real time in 20 ms chunks, "
-        f"{generator['rtf_whole']}x as one block ({generator['audio_seconds']} s of audio)"
-    )
-    if "bot" in results:
-        bot = results["bot"]
-        print(
-            f"bot speech-to-video latency (tiny preset, loopback): median "
-            f"{bot['speech_to_video_ms_median']} ms over {bot['utterances']} utterances"
-        )
     return 0

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from server.config import AppConfig
+    from app.config import AppConfig
 
 
-def register(commands: Any, bench: Any) -> None:
+def register(commands: Any) -> None:
     """Adds ``eval`` to the ``anchor`` parser."""
     evaluate = commands.add_parser(
         "eval",

@@ -14,15 +14,16 @@ import asyncio
 import secrets
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
 import numpy as np
 
+from app.config import AppConfig
 from model.audio2motion import BuiltinAudioToMotion
 from model.audio2motion.audio import SAMPLE_RATE, write_wav
-from server.config import AppConfig
 
 
 def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
@@ -60,7 +61,7 @@ def _tiny_config(config: AppConfig) -> AppConfig:
     return AppConfig.model_validate(
         {
             "model": {"preset": "tiny", "device": config.model.device},
-            "sampler": {"steps": 2, "window_size": 4, "overlap": 1},
+            "sampler": {"steps": 2, "window_size": 4, "overlap": 1, "mode": "low"},
             "face": {"enabled": False},
             "render": {"width": 64, "height": 64},
             "server": {
@@ -68,7 +69,6 @@ def _tiny_config(config: AppConfig) -> AppConfig:
                 "token_secret": secrets.token_hex(16),
                 "stamp_seq": True,
                 "recordings_dir": None,
-                "sampler_mode": "low",
             },
         }
     )
@@ -79,16 +79,17 @@ async def bot_latency(config: AppConfig, utterances: int = 3) -> dict[str, Any]:
     from clients.bot import AnchorBot
     from clients.bot_sources import WavSource
     from clients.producer import with_token
+    from clients.viewer_client import ViewerProbe
     from server.app import AnchorServer
     from server.tokens import mint_token
-    from server.viewer_client import ViewerProbe
+    from streaming.factory import load_pipeline_factory
 
     tiny = _tiny_config(config)
     secret = tiny.server.token_secret
     silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
     burst = speech_like(1.0)
     audio = np.concatenate([silence, *[np.concatenate([burst, silence])] * utterances])
-    server = AnchorServer(tiny)
+    server = AnchorServer(tiny.edge, partial(load_pipeline_factory, tiny.pipeline))
     await server.start()
     try:
         base = f"ws://127.0.0.1:{server.port}/sessions/bench"

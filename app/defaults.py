@@ -1,0 +1,62 @@
+"""The embedded defaults: the committed demo bundle (clients/models/demo, trained on the
+synthetic anchor with the project's own commands; see README, "Training") with the settings
+it was trained and measured with. ``app.config`` applies them when no source chooses a
+model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "clients" / "models" / "demo"
+# Live rate control of the demo: frames are skipped, not queued, beyond this lag (seconds).
+DEMO_MAX_LAG_S = 0.25
+
+
+def demo_model_settings(folder: Path = DEMO_MODEL) -> dict[str, dict[str, Any]]:
+    """The config fields (section -> field -> value) that run the trained bundle ``folder``
+    with the sampler and face settings it was trained and measured with (its
+    ``bundle.json``); face enhancement is on when the bundle carries a face model."""
+    meta_path = folder / "bundle.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"demo model not found: {meta_path}")
+    meta = json.loads(meta_path.read_text())
+    size = int(meta["image_size"])
+    settings: dict[str, dict[str, Any]] = {
+        "model": {
+            "preset": "bundle",
+            "checkpoint_path": folder,
+            "attention": meta.get("attention", "per-frame"),
+        },
+        "sampler": {
+            "steps": int(meta["steps"]),
+            "guidance_scale": float(meta["guidance_scale"]),
+            "controlnet_scale": float(meta["controlnet_scale"]),
+            "window_size": int(meta["window_size"]),
+            "overlap": int(meta["overlap"]),
+        },
+        "render": {"width": size, "height": size},
+        "face": {"enabled": False},
+    }
+    face = meta.get("face")
+    if face is not None and (folder / "head" / "unet").is_dir():
+        settings["face"] = {
+            "enabled": True,
+            "size": int(face["size"]),
+            "steps": int(face["steps"]),
+            "guidance_scale": float(face["guidance_scale"]),
+            "controlnet_scale": float(face["controlnet_scale"]),
+        }
+    return settings
+
+
+def demo_defaults(folder: Path = DEMO_MODEL) -> dict[str, dict[str, Any]]:
+    """The embedded default configuration (section -> field -> value): the trained demo
+    bundle with its own settings, one torch thread, low-latency streaming and live rate
+    control (what ``configs/demo.toml`` spells out)."""
+    settings = demo_model_settings(folder)
+    settings["model"]["threads"] = 1
+    settings["sampler"]["mode"] = "low"
+    settings["server"] = {"max_lag_s": DEMO_MAX_LAG_S}
+    return settings

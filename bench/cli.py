@@ -1,0 +1,277 @@
+"""The ``anchor bench ...`` command line: one sub-command per measurement module of this
+package. Nothing heavy is imported here (``anchor --help`` stays fast and torch-free); each
+handler imports its module when it runs. ``app.cli`` loads this module by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from model.errors import AnchorError
+
+if TYPE_CHECKING:
+    from app.config import AppConfig
+
+
+def register(bench: Any) -> None:
+    """Add every ``anchor bench X`` to the ``bench`` sub-parsers."""
+    model_bench = bench.add_parser(
+        "model", help="ms per UNet+ControlNet call on a 16-frame window, per attention mode"
+    )
+    model_bench.add_argument("--json", action="store_true", help="print JSON")
+    model_bench.add_argument("--repeats", type=int, default=3, help="timed runs per figure")
+    model_bench.add_argument(
+        "--latent-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="latent sizes (default: 16 32 for tiny, 64 for sd15)",
+    )
+    model_bench.set_defaults(handler=_bench_model)
+
+    bench_render = bench.add_parser("render", help="mesh rendering frames/s (16-frame windows)")
+    bench_render.add_argument("--json", action="store_true", help="print JSON")
+    bench_render.add_argument("--windows", type=int, default=4, help="timed windows")
+    bench_render.set_defaults(handler=_bench_render)
+
+    parser = bench.add_parser(
+        "sampler",
+        help="ms per committed frame, overhead and latency of offline, exact and low sampling",
+        description=(
+            "Runs offline, exact (stream-batched, unbatched, eager) and low sampling on the "
+            "same clip with the configured model (tiny preset by default), frames pushed one "
+            "at a time, and prints cost, overhead (wall / model time), stream-batch speedup "
+            "and latency in frames for each mode."
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--frames", type=int, default=64, help="clip length (default 64)")
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (sampler.steps)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.set_defaults(handler=_bench_sampler)
+
+    e2e = bench.add_parser("e2e", help="glass-to-glass latency, delivered fps, server RSS")
+    e2e.add_argument("--json", action="store_true")
+    e2e.add_argument("--frames", type=int, default=90, help="frames per measurement")
+    e2e.add_argument("--viewers", default="1,4", help="viewer counts to measure")
+    e2e.add_argument(
+        "--demo-model",
+        action="store_true",
+        help="the trained demo bundle (128 px, faces) as `anchor demo` runs it, not tiny",
+    )
+    e2e.set_defaults(handler=_bench_e2e)
+
+    a2m = bench.add_parser("audio2motion", help="generator real-time factor, bot latency")
+    a2m.add_argument("--json", action="store_true")
+    a2m.add_argument("--no-bot", action="store_true", help="skip the loopback bot latency")
+    a2m.set_defaults(handler=_bench_audio2motion)
+
+    train = bench.add_parser(
+        "train",
+        help="it/s of a training step (tiny preset, CPU) and the demo model's figures",
+    )
+    train.add_argument("--steps", type=int, default=5, help="timed training steps")
+    heldout_arguments(train)
+    train.set_defaults(handler=_bench_train)
+
+    quality = bench.add_parser(
+        "quality",
+        help="the demo model vs ground truth: the paper's Table 1/2 rows on held-out motion",
+    )
+    quality.add_argument("--frames", type=int, default=96, help="held-out frames per row")
+    heldout_arguments(quality)
+    quality.add_argument(
+        "--variants", default=None, help="comma-separated rows to run (default: all)"
+    )
+    quality.add_argument(
+        "--steps", type=int, default=None, help="DDIM steps (default: the bundle's own)"
+    )
+    quality.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    quality.set_defaults(handler=_bench_quality)
+
+    presets = bench.add_parser(
+        "presets",
+        help="ms per committed frame, latency and SSIM of each preset (quality, live, cpu-tiny)",
+    )
+    presets.add_argument("--frames", type=int, default=48, help="held-out frames per preset")
+    heldout_arguments(presets, bundle=False)
+    presets.add_argument("--presets", default=None, help="comma-separated (default: all)")
+    presets.set_defaults(handler=_bench_presets)
+
+    onnx_bench = bench.add_parser(
+        "onnx", help="ms per 16-frame denoiser call: torch vs ONNX Runtime"
+    )
+    onnx_bench.add_argument("--json", action="store_true", help="print JSON")
+    onnx_bench.add_argument("--repeats", type=int, default=5, help="timed runs per figure")
+    onnx_bench.add_argument(
+        "--latent-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="latent sizes (default: 8 16 32 for tiny, else the model's own size)",
+    )
+    onnx_bench.set_defaults(handler=_bench_onnx)
+
+    fanout = bench.add_parser(
+        "fanout", help="server CPU per viewer: direct aiortc viewers vs through Janus"
+    )
+    fanout.add_argument("--json", action="store_true")
+    fanout.add_argument("--frames", type=int, default=150, help="frames per measurement")
+    fanout.add_argument("--viewers", default="1,4,16", help="viewer counts to measure")
+    fanout.set_defaults(handler=_bench_fanout)
+
+
+def heldout_arguments(parser: argparse.ArgumentParser, bundle: bool = True) -> None:
+    """--json, --heldout (and --demo) of the benches scored on the held-out synthetic clip."""
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--heldout", type=Path, default=None, help="held-out synthetic dataset (ground truth)"
+    )
+    if bundle:
+        parser.add_argument(
+            "--demo", type=Path, default=Path("clients/models/demo"), help="model bundle"
+        )
+
+
+def _bench_model(args: argparse.Namespace, config: AppConfig) -> int:
+
+    from bench.model import bench_model, format_report
+
+    sizes = args.latent_sizes or ([16, 32] if config.model.preset == "tiny" else [64])
+    report = bench_model(config.model, tuple(sizes), args.repeats)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _bench_sampler(args: argparse.Namespace, config: AppConfig) -> int:
+    """Handler of ``anchor bench sampler``."""
+    from bench.sampler import bench_sampler, format_report
+
+    if args.frames < 1:
+        raise AnchorError(f"--frames must be >= 1, got {args.frames}")
+    sampler = config.sampler
+    if args.steps is not None:
+        if args.steps < 1:
+            raise AnchorError(f"--steps must be >= 1, got {args.steps}")
+        sampler = sampler.model_copy(update={"steps": args.steps})
+    report = bench_sampler(config.model, sampler, args.frames, args.threads)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _bench_e2e(args: argparse.Namespace, config: AppConfig) -> int:
+    from bench.e2e import run_bench
+
+    counts = [int(part) for part in args.viewers.split(",") if part]
+    results = asyncio.run(run_bench(config, counts, args.frames, args.demo_model))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        cold = results["cold_start"]
+        print(f"cold start (first session): glass-to-glass median {cold['latency_ms_median']} ms")
+        for row in results["runs"]:
+            print(
+                f"{row['viewers']} viewer(s): glass-to-glass median {row['latency_ms_median']} ms "
+                f"(p90 {row['latency_ms_p90']}), delivered {row['delivered_fps']} fps "
+                f"(distinct frames {row['distinct_fps']}, {row['skipped_frames']} skipped), "
+                f"server RSS {row['server_rss_mb']} MB"
+            )
+    return 0
+
+
+def _bench_audio2motion(args: argparse.Namespace, config: AppConfig) -> int:
+    from bench.audio2motion import run_bench
+
+    results = run_bench(config, with_bot=not args.no_bot)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    generator = results["generator"]
+    print(
+        f"built-in generator: {generator['rtf_20ms_chunks']}x real time in 20 ms chunks, "
+        f"{generator['rtf_whole']}x as one block ({generator['audio_seconds']} s of audio)"
+    )
+    if "bot" in results:
+        bot = results["bot"]
+        print(
+            f"bot speech-to-video latency (tiny preset, loopback): median "
+            f"{bot['speech_to_video_ms_median']} ms over {bot['utterances']} utterances"
+        )
+    return 0
+
+
+def _bench_train(args: argparse.Namespace, config: AppConfig) -> int:
+    """Handler of ``anchor bench train``."""
+    from bench.heldout import demo_figures
+    from bench.train import bench_train, format_report
+
+    report = bench_train(args.steps, args.demo, args.heldout, config, demo_figures)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _bench_quality(args: argparse.Namespace, config: AppConfig) -> int:
+    """Handler of ``anchor bench quality``."""
+    from bench.quality import bench_quality, format_report
+
+    if args.frames < 2:
+        raise AnchorError(f"--frames must be >= 2, got {args.frames}")
+    names = [name.strip() for name in args.variants.split(",")] if args.variants else None
+    if args.steps is not None and args.steps < 1:
+        raise AnchorError(f"--steps must be >= 1, got {args.steps}")
+    report = bench_quality(config, args.demo, args.heldout, args.frames, names, args.steps)
+    text = json.dumps(report, indent=2)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text if args.json else format_report(report))
+    return 0
+
+
+def _bench_presets(args: argparse.Namespace, config: AppConfig) -> int:
+    """Handler of ``anchor bench presets`` (loads each preset over --config and --set)."""
+    from app.presets import PRESETS
+    from bench.presets import bench_presets, format_report
+
+    names = [name.strip() for name in args.presets.split(",")] if args.presets else None
+    unknown = sorted(set(names or []) - set(PRESETS))
+    if unknown:
+        raise AnchorError(f"--presets: unknown {unknown} (choose from {', '.join(PRESETS)})")
+    if args.frames < 2:
+        raise AnchorError(f"--frames must be >= 2, got {args.frames}")
+    report = bench_presets(args.config, args.overrides, args.heldout, args.frames, names)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _bench_onnx(args: argparse.Namespace, config: AppConfig) -> int:
+
+    from bench.onnx import bench_onnx, format_report
+
+    sizes: list[int | None] = args.latent_sizes or (
+        [8, 16, 32] if config.model.preset == "tiny" else [None]
+    )
+    report = bench_onnx(config.model, config.sampler, tuple(sizes), args.repeats)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _bench_fanout(args: argparse.Namespace, config: AppConfig) -> int:
+    from bench.fanout import format_table, run_bench
+
+    counts = [int(part) for part in args.viewers.split(",") if part]
+    results = asyncio.run(run_bench(config, counts, args.frames))
+    print(json.dumps(results, indent=2) if args.json else format_table(results))
+    return 0
+
+
+def _bench_render(args: argparse.Namespace, config: AppConfig) -> int:
+    from bench.render import bench_render, format_report
+
+    result = bench_render(config.render, args.windows)
+    print(json.dumps(result) if args.json else format_report(result))
+    return 0
