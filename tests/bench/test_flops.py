@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from torch import nn
 
 from app.cli import main
+from app.config import load_config
 from app.presets import PRESETS
-from bench.flops import STAGES, count_flops
+from bench.flops import STAGES, bench_flops, count_flops
 from model.attention import WindowContext, WindowSelfAttentionProcessor
 from model.config import AttentionMode
+from model.presets import tiny_clip_vision, tiny_controlnet, tiny_unet, tiny_vae
 
 
 def test_linear_and_conv_counts_match_hand_computation() -> None:
@@ -71,3 +75,32 @@ def test_bench_flops_json_reports_every_preset_and_stage(
     unet = quality["per_evaluation_tflops"]["unet"]
     assert quality["stages"]["unet"] == pytest.approx(20 * 2 * 16 / 12 * unet, rel=1e-4)
     assert quality["stages"]["attention_extra"] > quality["stages"]["unet"]
+
+
+def test_sd15_folders_count_their_config_json(tmp_path: Path) -> None:
+    unet, face_unet = tiny_unet(), tiny_unet(in_channels=9)
+    configs: dict[str, Any] = {
+        "checkpoints/body/unet": unet,
+        "checkpoints/body/controlnet": tiny_controlnet(unet),
+        "checkpoints/head/unet": face_unet,
+        "checkpoints/head/controlnet": tiny_controlnet(face_unet, in_channels=4),
+        "sd/vae": tiny_vae(),
+        "inpainting/vae": tiny_vae(),
+    }
+    for folder, network in configs.items():
+        network.save_config(tmp_path / folder)
+    tiny_clip_vision().config.save_pretrained(tmp_path / "clip")
+    fields = {"checkpoint_path": "checkpoints", "sd_path": "sd"}
+    fields |= {"sd_inpainting_path": "inpainting", "clip_path": "clip"}
+    overrides = ["model.preset=sd15"]
+    overrides += [f"model.{field}={tmp_path / name}" for field, name in fields.items()]
+    report = bench_flops(load_config(None, overrides, environ={}))
+
+    assert "config.json" in report["architecture"]
+    with torch.device("meta"):
+        meta_unet = UNet2DConditionModel.from_config(unet.config)
+        sample, timesteps = torch.zeros(1, 4, 64, 64), torch.zeros(1)
+        tokens = torch.zeros(1, 17, 32)  # the tiny CLIP's 17 tokens of width 32
+    expected = count_flops(lambda: meta_unet(sample, timesteps, encoder_hidden_states=tokens))
+    counted = report["presets"]["quality"]["per_evaluation_tflops"]["unet"]
+    assert counted == pytest.approx(expected / 1e12, rel=1e-5)
