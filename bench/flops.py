@@ -280,7 +280,9 @@ def _vae_flops(vae: AutoencoderKL, size: int) -> tuple[int, int]:
     return count_flops(lambda: vae.encode(image)), count_flops(lambda: vae.decode(latents))
 
 
-def network_costs(networks: Networks, face_size: int, window: int, mode: AttentionMode) -> dict:
+def network_costs(
+    networks: Networks, face_size: int, window: int, mode: AttentionMode
+) -> dict[str, float]:
     """FLOPs of one evaluation of each network (one frame) and of the window attention."""
     latent = networks.image_size // 8
     unet = _unet_flops(networks.unet, 1, latent, networks.tokens, 4)
