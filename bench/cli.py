@@ -124,6 +124,19 @@ def register(bench: Any) -> None:
     fanout.add_argument("--viewers", default="1,4,16", help="viewer counts to measure")
     fanout.set_defaults(handler=_bench_fanout)
 
+    flops = bench.add_parser(
+        "flops",
+        help="FLOPs per committed frame of each preset by stage, counted on meta tensors",
+    )
+    flops.add_argument("--json", action="store_true", help="print JSON")
+    flops.add_argument(
+        "--utilization",
+        type=float,
+        default=0.4,
+        help="fraction of GPU peak for the implied frames/s (default 0.4)",
+    )
+    flops.set_defaults(handler=_bench_flops)
+
 
 def heldout_arguments(parser: argparse.ArgumentParser, bundle: bool = True) -> None:
     """--json, --heldout (and --demo) of the benches scored on the held-out synthetic clip."""
@@ -274,4 +287,13 @@ def _bench_render(args: argparse.Namespace, config: AppConfig) -> int:
 
     result = bench_render(config.render, args.windows)
     print(json.dumps(result) if args.json else format_report(result))
+    return 0
+
+
+def _bench_flops(args: argparse.Namespace, config: AppConfig) -> int:
+    """Handler of ``anchor bench flops``."""
+    from bench.flops import bench_flops, format_report
+
+    report = bench_flops(config, args.utilization)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
