@@ -6,10 +6,11 @@ front process (server: websockets, WebRTC, recording)            Ray actor (any 
                                                                        sampler, decode, face)
   PipelineSink <- receiver thread <- SessionWorker.pull (long poll) <- event queue
 
-The actor runs the in-process pipeline of ``streaming.worker`` unchanged (its own
-``ModelWorker`` over the GPU share Ray gave it); this module only carries commands and
-results across. It imports neither torch nor the model stack: the actor imports them in
-its ``__init__``, on the worker node.
+The actor (``streaming.ray_actor.SessionWorker``) runs the in-process pipeline of
+``streaming.worker`` unchanged (its own ``ModelWorker`` over the GPU share Ray gave it);
+this module only carries the typed commands and events of ``streaming.ray_actor``
+across. It imports neither torch nor the model stack: the actor imports them in its
+``__init__``, on the worker node.
 
 Transport: neither side blocks per frame. The sender thread drains every command queued
 while its previous ``push`` was in flight into one call (motion frames batched, order
