@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,6 +23,9 @@ from model.noise import frame_noise
 from model.windows import window_stride
 from streaming.batching import SamplerStats
 from streaming.frames import CommittedFrame, ConditionFrame
+
+if TYPE_CHECKING:
+    from streaming.face_stage import FaceGeometry
 
 
 @dataclass(slots=True)
@@ -37,7 +40,7 @@ class PendingFrame:
 
     seq: int
     pts: float
-    face: Any
+    face: FaceGeometry | None
     image: torch.Tensor | None
     condition: torch.Tensor | None = None
     latent: torch.Tensor | None = None

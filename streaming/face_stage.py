@@ -1,7 +1,8 @@
-"""Decode and face stages on committed frames.
+"""The face stage, in one place: face geometry, crop, enhance and blend.
 
-``decode_frames``: VAE decode of committed latents, batched, only for frames that have no
-image yet.
+``frame_face_geometry`` / ``face_geometry``: what the stage needs of one frame, computed
+from its mesh render when the condition is rendered (``FaceGeometry``, carried by the
+frame through the sampler).
 
 ``FaceStage``: Face SGDM enhancement of decoded frames that carry face geometry:
 FFHQ-aligned crop of the generated frame, inpainting of the face region (Face SGDM,
@@ -22,21 +23,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from model.attention import WindowContext, install_attention
 from model.config import FaceConfig, SamplerConfig
-from model.denoiser import WindowDenoiser
-from model.face_geometry import blend_masks, crop_faces, face_region_masks, paste_back
-from model.face_sgdm import FaceEnhancer
-from model.sgdm import (
-    conditioning_embedding,
-    controlnet_unet_noise,
-    precomputed_conditioning,
-    vae_decode,
-    vae_encode,
+from model.face_geometry import (
+    alignment_matrices,
+    blend_masks,
+    crop_faces,
+    face_region_masks,
+    ffhq_points,
+    paste_back,
 )
+from model.face_sgdm import FaceEnhancer
+from model.face_window import FaceWindowDenoiser
 from streaming.frames import CommittedFrame, ConditionFrame
 from streaming.sampler import WindowSampler
 
@@ -77,6 +76,28 @@ def face_geometry(
     )
 
 
+def frame_face_geometry(
+    render: torch.Tensor,
+    landmarks: NDArray[np.float32],
+    size: int,
+    matrix: NDArray[np.float32] | None = None,
+) -> FaceGeometry | None:
+    """Face geometry of one rendered frame.
+
+    render: (3, H, W) float32 [0, 1] mesh render; landmarks: (51, 2) float32 projected face
+    landmarks in its pixels; size: the face crop side (``face.size``); matrix: its (2, 3)
+    alignment when the renderer already computed it (``ConditionWindow.face_matrices``),
+    else None: it is aligned here from the landmarks, and the frame has no geometry (None;
+    it passes the face stage as is) when they are not finite.
+    """
+    if matrix is None:
+        if not np.isfinite(landmarks).all():
+            return None
+        points = ffhq_points(landmarks[None].astype(np.float32))
+        matrix = alignment_matrices(points, size)[0]
+    return face_geometry(render, matrix, landmarks.astype(np.float32), size)
+
+
 def matrix_for(geometry: FaceGeometry, height: int, width: int) -> NDArray[np.float32]:
     """The alignment matrix for a frame of (height, width) pixels (pixel centres kept)."""
     source_height, source_width = geometry.image_size
@@ -92,101 +113,15 @@ def matrix_for(geometry: FaceGeometry, height: int, width: int) -> NDArray[np.fl
     return (full @ to_source)[:2].astype(np.float32)
 
 
-def decode_frames(
-    denoiser: WindowDenoiser, frames: list[CommittedFrame], max_batch: int = 16
-) -> list[CommittedFrame]:
-    """Sets ``image`` (3, H, W) float32 [0, 1] on frames that have none, ``max_batch``
-    latents per VAE call; returns the same frames."""
-    missing = [frame for frame in frames if frame.image is None]
-    for start in range(0, len(missing), max_batch):
-        part = missing[start : start + max_batch]
-        images = denoiser.decode(torch.stack([frame.latent for frame in part]))
-        for frame, image in zip(part, images, strict=True):
-            frame.image = image
-    return frames
-
-
-class FaceWindowDenoiser:
-    """The Face SGDM behind the ``WindowDenoiser`` contract, for temporal face windows.
-
-    Installs all-frame self-attention on the face UNet (a window of 1 frame behaves as
-    the per-frame model, so ``FaceEnhancer.enhance`` is unaffected). Conditions per
-    frame: (C0 + 5, S/8, S/8) = ControlNet embedding of the mesh crop, the keep mask at
-    latent size and the VAE latent of the masked crop, stacked on channels.
-    """
-
-    def __init__(self, enhancer: FaceEnhancer) -> None:
-        self.enhancer = enhancer
-        self.latent_channels = 4
-        self.latent_height = self.latent_width = enhancer.size // 8
-        self.context = WindowContext()
-        install_attention(enhancer.unet, "all-frame", self.context)
-
-    def encode_conditions(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 7, S, S) = [crop (3), mesh crop (3), keep mask (1)] -> (N, C0 + 5, S/8, S/8)."""
-        enhancer = self.enhancer
-        crops, mesh_crops, masks = images[:, :3], images[:, 3:6], images[:, 6:7]
-        keep = (masks > 0.5).to(crops.dtype)
-        masked_latents = vae_encode(enhancer.vae, crops.float().cpu() * keep.cpu())
-        latent_size = (self.latent_height, self.latent_width)
-        mask_latent = F.interpolate(masks.float().cpu(), size=latent_size)
-        embedding = conditioning_embedding(
-            enhancer.controlnet, mesh_crops.to(enhancer.device, enhancer.dtype)
-        )
-        return torch.cat(
-            [
-                embedding.float(),
-                mask_latent.to(embedding.device),
-                masked_latents.to(embedding.device),
-            ],
-            dim=1,
-        )
-
-    @torch.no_grad()
-    def predict(
-        self, latents: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor
-    ) -> torch.Tensor:
-        """Guided noise (W, F, 4, h, w) for W windows of F aligned face crops."""
-        enhancer = self.enhancer
-        windows, frames = latents.shape[:2]
-        count = windows * frames
-        flat = conditions.reshape(count, *conditions.shape[2:]).to(enhancer.device)
-        embedding, inpaint = flat[:, :-5], flat[:, -5:]
-        guided = enhancer.guidance_scale > 1.0
-        halves = 2 if guided else 1
-        tokens = enhancer.appearance.expand(count, -1, -1)
-        if guided:
-            tokens = torch.cat([tokens, enhancer.null_embedding.expand(count, -1, -1)])
-        tokens = tokens.to(enhancer.device, enhancer.dtype)
-        sample = latents.reshape(count, *latents.shape[2:]).to(enhancer.device)
-        model_input = torch.cat([sample] * halves).to(enhancer.dtype)
-        unet_input = torch.cat([model_input, torch.cat([inpaint] * halves).to(enhancer.dtype)], 1)
-        per_frame_t = torch.cat([timesteps.to(enhancer.device).repeat_interleave(frames)] * halves)
-        with self.context.frames(frames), precomputed_conditioning(enhancer.controlnet):
-            noise = controlnet_unet_noise(
-                enhancer.unet,
-                enhancer.controlnet,
-                model_input,
-                unet_input,
-                per_frame_t,
-                tokens,
-                torch.cat([embedding] * halves).to(enhancer.dtype),
-                enhancer.controlnet_scale,
-                enhancer.guidance_scale,
-            )
-        return noise.reshape(latents.shape)
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """(N, 4, S/8, S/8) -> (N, 3, S, S) float32 [0, 1] face crops."""
-        return vae_decode(self.enhancer.vae, latents)
-
-
 class FaceStage:
     """Face SGDM on decoded committed frames; see the module docstring.
 
     ``enhance(frames)`` returns the frames that are done (all of them in per-frame mode;
     in ``face_temporal`` mode the ones whose face windows are complete) with ``image``
     replaced by the enhanced frame; frames without face geometry pass through in order.
+    Runs on the thread that owns the model; in temporal mode the stage binds the shared
+    face UNet's window attention to its own context before every run, so several stages
+    over one enhancer (sessions of one identity) can interleave.
     """
 
     def __init__(
@@ -202,7 +137,7 @@ class FaceStage:
         erosion = max(3, self.size // 16)
         self.blend_mask = blend_masks(1, self.size, erosion=erosion, blur=max(1, erosion // 3))
         self._sampler: WindowSampler | None = None
-        self._face_denoiser: FaceWindowDenoiser | None = None
+        self._window_denoiser: FaceWindowDenoiser | None = None
         # Temporal mode: decoded frames waiting for their face, in order, and the seqs of
         # those whose face is already blended in.
         self._waiting: list[CommittedFrame] = []
@@ -219,11 +154,12 @@ class FaceStage:
                     "seed": config.seed,
                 }
             )
-            self._face_denoiser = FaceWindowDenoiser(enhancer)
-            self._sampler = WindowSampler(self._face_denoiser, enhancer.scheduler, settings)
+            self._window_denoiser = FaceWindowDenoiser(enhancer)
+            self._sampler = WindowSampler(self._window_denoiser, enhancer.scheduler, settings)
 
     def enhance(self, frames: list[CommittedFrame]) -> list[CommittedFrame]:
-        """Decoded frames in, enhanced frames out (same order)."""
+        """Decoded frames in ((3, H, W) float32 [0, 1] ``image``), enhanced frames out,
+        same order."""
         if self._sampler is None:
             return self._per_frame(frames)
         return self._temporal(frames, flush=False)
@@ -244,7 +180,7 @@ class FaceStage:
     def _crops(self, frames: list[CommittedFrame]) -> tuple[torch.Tensor, NDArray[np.float32]]:
         images = torch.stack([_image(frame) for frame in frames])
         height, width = images.shape[-2:]
-        matrices = np.stack([matrix_for(frame.face, height, width) for frame in frames])
+        matrices = np.stack([matrix_for(_geometry(frame), height, width) for frame in frames])
         return crop_faces(images.float(), matrices, self.size), matrices
 
     def _blend(
@@ -262,14 +198,15 @@ class FaceStage:
             crops, matrices = self._crops(with_face)
             enhanced = self.enhancer.enhance(
                 crops,
-                torch.stack([frame.face.mesh_crop for frame in with_face]),
-                torch.stack([frame.face.keep_mask for frame in with_face]),
+                torch.stack([_geometry(frame).mesh_crop for frame in with_face]),
+                torch.stack([_geometry(frame).keep_mask for frame in with_face]),
             )
             self._blend(with_face, enhanced, matrices)
         return frames
 
     def _temporal(self, frames: list[CommittedFrame], flush: bool) -> list[CommittedFrame]:
-        assert self._sampler is not None and self._face_denoiser is not None
+        assert self._sampler is not None and self._window_denoiser is not None
+        self._window_denoiser.activate()
         with_face = [frame for frame in frames if frame.face is not None]
         inputs: list[ConditionFrame] = []
         if with_face:
@@ -277,12 +214,12 @@ class FaceStage:
             stacked = torch.cat(
                 [
                     crops,
-                    torch.stack([frame.face.mesh_crop for frame in with_face]),
-                    torch.stack([frame.face.keep_mask for frame in with_face]),
+                    torch.stack([_geometry(frame).mesh_crop for frame in with_face]),
+                    torch.stack([_geometry(frame).keep_mask for frame in with_face]),
                 ],
                 dim=1,
             )
-            features = self._face_denoiser.encode_conditions(stacked)
+            features = self._window_denoiser.encode_conditions(stacked)
             inputs = [
                 ConditionFrame(seq=frame.seq, pts=frame.pts, condition=_NO_IMAGE, features=feature)
                 for frame, feature in zip(with_face, features, strict=True)
@@ -304,12 +241,12 @@ class FaceStage:
 
     def _blend_faces(self, done: list[CommittedFrame]) -> None:
         """Decode finished face latents and blend them into their waiting frames."""
-        assert self._face_denoiser is not None
+        assert self._window_denoiser is not None
         by_seq = {face.seq: face for face in done}
         ready = [frame for frame in self._waiting if frame.seq in by_seq]
-        crops = self._face_denoiser.decode(torch.stack([by_seq[f.seq].latent for f in ready]))
+        crops = self._window_denoiser.decode(torch.stack([by_seq[f.seq].latent for f in ready]))
         height, width = _image(ready[0]).shape[-2:]
-        matrices = np.stack([matrix_for(frame.face, height, width) for frame in ready])
+        matrices = np.stack([matrix_for(_geometry(frame), height, width) for frame in ready])
         self._blend(ready, crops, matrices)
         self._enhanced.update(by_seq)
 
@@ -321,3 +258,9 @@ def _image(frame: CommittedFrame) -> torch.Tensor:
     if frame.image is None:
         raise ValueError(f"frame seq {frame.seq} is not decoded: run decode_frames first")
     return frame.image
+
+
+def _geometry(frame: CommittedFrame) -> FaceGeometry:
+    if frame.face is None:
+        raise ValueError(f"frame seq {frame.seq} has no face geometry")
+    return frame.face

@@ -4,15 +4,20 @@ Plain slotted dataclasses: one per hop of the one-way flow
 condition frame -> committed frame (latent, then decoded image) -> enhanced frame.
 Every frame carries ``seq`` (the frame index the sender gave it), ``pts`` (its capture
 time, seconds) and ``epoch`` (which clip it belongs to: a reset or flush starts a new
-epoch, so work that finishes after a reset can be recognised and dropped).
+epoch, so work that finishes after a reset can be recognised and dropped). The epoch is
+the one reset mechanism of the hot path: a sender that resets counts clips the way the
+sampler does, and the thread feeding the sampler drops frames of an older epoch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from streaming.face_stage import FaceGeometry
 
 
 @dataclass(slots=True)
@@ -26,13 +31,17 @@ class ConditionFrame:
     face: the frame's face geometry (an aligned-crop transform and mask from the motion
     layer's face geometry), or None when the frame has no usable face; the sampler does
     not read it, it travels with the frame to the face stage.
-    epoch: set by the sampler on the frames it commits; a sender leaves it at 0.
+    epoch: the sender's clip count when it sent the frame, bumped where it resets or
+    ends a clip, as ``WindowSampler.epoch`` is at ``reset`` and ``flush``; a frame whose
+    epoch is below the sampler's was sent before a reset and is dropped by the thread
+    feeding the sampler (the sampler itself does not read it). A sender that never resets
+    leaves it at 0.
     """
 
     seq: int
     pts: float
     condition: torch.Tensor
-    face: Any = None
+    face: FaceGeometry | None = None
     epoch: int = 0
     features: torch.Tensor | None = None
 
@@ -43,6 +52,7 @@ class CommittedFrame:
 
     latent: (C, h, w) float32 (the denoiser's latent layout, e.g. (4, H/8, W/8)).
     image: (3, H, W) float32 in [0, 1] once decoded, None before.
+    epoch: the sampler's clip count when it committed the frame.
     position: the frame's index within its epoch (0, 1, 2, ...), the index its initial
     noise was drawn for.
     face: the face geometry carried over from the condition frame.
@@ -54,4 +64,4 @@ class CommittedFrame:
     position: int
     latent: torch.Tensor
     image: torch.Tensor | None = None
-    face: Any = None
+    face: FaceGeometry | None = None

@@ -18,7 +18,7 @@ Threads call the sink; the sink hands results to the event loop itself. Contract
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from model.config import SamplerConfig
 from model.errors import AnchorError
 
 if TYPE_CHECKING:
+    from model.motion.frame import MotionFrame
     from streaming.config import IdentityConfig, PipelineConfig
 
 
@@ -63,7 +64,8 @@ class OutputFrame:
 
     image: (H, W, 3) uint8 RGB. pts: the motion frame's pts (seconds).
     submitted_at: time.monotonic() when the frame was submitted to the pipeline.
-    stage_seconds: time spent per stage ("render", "model").
+    stage_seconds: time spent per stage ("render", "model" and, with the face stage,
+    "face").
     """
 
     seq: int
@@ -89,8 +91,8 @@ class SessionPipeline(Protocol):
 
     latency_frames: int
 
-    def submit(self, motion: Any) -> None:
-        """Queue one validated motion frame (``model.motion`` record with seq and pts)."""
+    def submit(self, motion: MotionFrame) -> None:
+        """Queue one validated motion frame (seq increasing within a run)."""
         ...
 
     def end(self) -> None: ...

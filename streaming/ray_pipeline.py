@@ -6,10 +6,11 @@ front process (server: websockets, WebRTC, recording)            Ray actor (any 
                                                                        sampler, decode, face)
   PipelineSink <- receiver thread <- SessionWorker.pull (long poll) <- event queue
 
-The actor runs the in-process pipeline of ``streaming.worker`` unchanged (its own
-``ModelWorker`` over the GPU share Ray gave it); this module only carries commands and
-results across. It imports neither torch nor the model stack: the actor imports them in
-its ``__init__``, on the worker node.
+The actor (``streaming.ray_actor.SessionWorker``) runs the in-process pipeline of
+``streaming.worker`` unchanged (its own ``ModelWorker`` over the GPU share Ray gave it);
+this module only carries the typed commands and events of ``streaming.ray_actor``
+across. It imports neither torch nor the model stack: the actor imports them in its
+``__init__``, on the worker node.
 
 Transport: neither side blocks per frame. The sender thread drains every command queued
 while its previous ``push`` was in flight into one call (motion frames batched, order
@@ -33,8 +34,18 @@ from typing import TYPE_CHECKING, Any
 
 from model.errors import AnchorError
 from streaming.pipeline import OutputFrame, PipelineSink, worker_latency_frames
+from streaming.ray_actor import (
+    ClearRun,
+    Command,
+    EndRun,
+    FramesDone,
+    RunEnded,
+    SessionWorker,
+    SubmitFrames,
+)
 
 if TYPE_CHECKING:
+    from model.motion.frame import MotionFrame
     from streaming.config import ClusterConfig, IdentityConfig, PipelineConfig
 
 log = logging.getLogger("anchor.cluster")
@@ -44,87 +55,6 @@ log = logging.getLogger("anchor.cluster")
 PULL_WAIT_S = 0.25
 # Concurrent calls a session actor serves: one push, one pull and ``ready``.
 ACTOR_CONCURRENCY = 3
-
-
-class _EventQueue:
-    """PipelineSink inside the actor: collects results until the front pulls them.
-
-    Unbounded by type, bounded by the producer's credits (every frame in it is in flight).
-    """
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self._events: list[tuple[str, Any]] = []
-
-    def _add(self, kind: str, payload: Any) -> None:
-        with self._changed:
-            if kind == "frames" and self._events and self._events[-1][0] == "frames":
-                self._events[-1][1].extend(payload)
-            else:
-                self._events.append((kind, payload))
-            self._changed.notify_all()
-
-    def frames(self, frames: list[OutputFrame]) -> None:
-        self._add("frames", list(frames))
-
-    def ended(self) -> None:
-        self._add("ended", None)
-
-    def failed(self, error: BaseException) -> None:
-        # The message, not the exception: it must unpickle in the front process.
-        self._add("failed", str(error) or type(error).__name__)
-
-    def take(self, wait_s: float) -> list[tuple[str, Any]]:
-        with self._changed:
-            self._changed.wait_for(lambda: bool(self._events), wait_s)
-            events, self._events = self._events, []
-        return events
-
-
-class SessionWorker:
-    """The body of a session actor: one ``WorkerSession`` over its own ``ModelWorker``.
-
-    Runs on a Ray worker node; torch and the model load here, in ``__init__``.
-    """
-
-    def __init__(
-        self, config: PipelineConfig, session_id: str, identity: IdentityConfig | None
-    ) -> None:
-        from streaming.worker import WorkerPipelineFactory
-
-        self._events = _EventQueue()
-        self._factory = WorkerPipelineFactory(config)
-        self._session = self._factory.create(session_id, identity, self._events)
-
-    def ready(self) -> dict[str, Any]:
-        """Where the actor runs and the session's latency (answered once ``__init__`` is done)."""
-        import os
-        import socket
-
-        return {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "latency_frames": self._session.latency_frames,
-        }
-
-    def push(self, commands: list[tuple[str, Any]]) -> None:
-        """Apply commands in order: ("frames", [motion, ...]), ("end", None), ("clear", None)."""
-        session = self._session
-        for kind, payload in commands:
-            if kind == "frames":
-                for motion in payload:
-                    session.submit(motion)
-            elif kind == "end":
-                session.end()
-            elif kind == "clear":
-                session.clear()
-            else:
-                raise AnchorError(f"session worker: unknown command {kind!r}")
-
-    def pull(self, wait_s: float) -> tuple[list[tuple[str, Any]], dict[str, int]]:
-        """Events since the last pull (waiting up to ``wait_s`` for one) and queue depths."""
-        events = self._events.take(wait_s)
-        return events, self._session.queue_depths()
 
 
 def _cause(error: BaseException) -> str:
@@ -153,8 +83,11 @@ class RaySession:
         self.sink = sink
         self.latency_frames = latency_frames
         self.demand = factory.demand
-        # Commands for the actor; bounded by the producer's credits (frames) plus control.
-        self._commands: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+        # Commands for the actor (a motion frame stands for itself until the sender groups
+        # it); bounded by the producer's credits (frames) plus control.
+        self._commands: queue.SimpleQueue[MotionFrame | EndRun | ClearRun | None] = (
+            queue.SimpleQueue()
+        )
         self._lock = threading.Lock()
         # Front-process submission times by seq: the actor's clock may be another machine's.
         self._submitted: dict[int, float] = {}
@@ -171,19 +104,19 @@ class RaySession:
 
     # SessionPipeline (event loop) -------------------------------------------------------
 
-    def submit(self, motion: Any) -> None:
+    def submit(self, motion: MotionFrame) -> None:
         with self._lock:
             self._submitted[motion.seq] = time.monotonic()
-        self._commands.put(("frame", motion))
+        self._commands.put(motion)
 
     def end(self) -> None:
-        self._commands.put(("end", None))
+        self._commands.put(EndRun())
 
     def clear(self) -> None:
         with self._lock:
             # Frames before the clear never come out (a late one keeps the actor's clock).
             self._submitted.clear()
-        self._commands.put(("clear", None))
+        self._commands.put(ClearRun())
 
     def queue_depths(self) -> dict[str, int]:
         depths = dict(self._depths)
@@ -286,15 +219,15 @@ class RaySession:
                 self._fail(self._worker_died(err))
                 return
             self._depths = depths
-            for kind, payload in events:
+            for event in events:
                 if self._failed:  # the sender saw the actor die: nothing comes out after
                     return
-                if kind == "frames":
-                    self.sink.frames(self._restamp(payload))
-                elif kind == "ended":
+                if isinstance(event, FramesDone):
+                    self.sink.frames(self._restamp(event.frames))
+                elif isinstance(event, RunEnded):
                     self.sink.ended()
-                elif kind == "failed":
-                    self._fail(AnchorError(payload))
+                else:
+                    self._fail(AnchorError(event.message))
                     return
 
     def _restamp(self, frames: list[OutputFrame]) -> list[OutputFrame]:
@@ -308,17 +241,16 @@ class RaySession:
         return frames
 
 
-def _grouped(batch: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    """Consecutive ("frame", motion) commands -> one ("frames", [motion, ...]) command."""
-    commands: list[tuple[str, Any]] = []
-    for kind, payload in batch:
-        if kind == "frame":
-            if commands and commands[-1][0] == "frames":
-                commands[-1][1].append(payload)
-            else:
-                commands.append(("frames", [payload]))
+def _grouped(batch: list[MotionFrame | EndRun | ClearRun]) -> list[Command]:
+    """Consecutive motion frames -> one ``SubmitFrames``; control commands as they are."""
+    commands: list[Command] = []
+    for item in batch:
+        if isinstance(item, EndRun | ClearRun):
+            commands.append(item)
+        elif commands and isinstance(commands[-1], SubmitFrames):
+            commands[-1].motions.append(item)
         else:
-            commands.append((kind, payload))
+            commands.append(SubmitFrames([item]))
     return commands
 
 

@@ -1,12 +1,16 @@
 """The model worker: ONE thread that owns the model and its device, and per-session
 pipelines feeding it.
 
-Per session: motion frames -> render stage (a small thread pool; mesh renders are
-independent per frame) -> a reorder buffer that restores submission order -> jobs on the
-worker's queue -> sampler.push / flush / reset, VAE decode and face enhancement on the
-worker thread -> ``PipelineSink.frames``. With ``face.enabled`` the render stage also builds
-each frame's face geometry and the worker runs the face stage (``FaceStage``) on the decoded
-frames next to the sampler: enhance per commit, flush at the end, reset on clear.
+Per session: motion frames -> render stage (``streaming.stages.RenderStage`` on a small
+thread pool; mesh renders are independent per frame) -> a reorder buffer that restores
+submission order -> jobs on the worker's queue -> the session's ``StageChain`` (sampler,
+VAE decode, face stage) on the worker thread -> uint8 ``OutputFrame``s to
+``PipelineSink.frames``.
+
+Resets: the session counts clips in ``epoch`` exactly as its sampler does (``clear`` and
+``end`` each start the next one, as ``reset`` and ``flush`` do); every condition frame
+carries the epoch it was submitted in, and the worker drops frames older than the
+sampler's epoch.
 
 Queue policies:
 - render pool queue: unbounded by type, bounded by the producer's credits (the server
@@ -24,17 +28,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
+from model.components import Components
 from model.config import ModelConfig
-from model.errors import AnchorError
-from streaming.face_stage import FaceGeometry, FaceStage, decode_frames, face_geometry
-from streaming.frames import CommittedFrame, ConditionFrame
+from model.motion.frame import MotionFrame
+from streaming.frames import ConditionFrame
 from streaming.pipeline import OutputFrame, PipelineSink, worker_latency_frames
-from streaming.sampler import WindowSampler
+from streaming.stages import RenderStage, StageChain, StageOutput, output_images
 
 if TYPE_CHECKING:
     from streaming.config import IdentityConfig, PipelineConfig
@@ -51,57 +54,24 @@ class RenderedFrame:
     render_seconds: float
 
 
-class ConditionRenderer:
-    """Motion frame -> mesh render (the ControlNet condition) and, when the face stage runs,
-    the frame's face geometry (aligned-crop matrix, mesh crop, keep mask).
+@dataclass(slots=True)
+class _RenderTask:
+    """One motion frame for the render pool; ``index`` is its submission index."""
 
-    One per render thread: an OpenGL context belongs to the thread that made it.
-    """
-
-    def __init__(self, config: PipelineConfig) -> None:
-        from model.motion.frame import BodyModelSettings
-        from model.render import MotionRenderer
-
-        self.renderer = MotionRenderer(config.render, BodyModelSettings())
-        self.face_size = config.face.size if config.face.enabled else None
-
-    def render(self, motion: Any) -> RenderedFrame:
-        started = time.monotonic()
-        window = self.renderer.render([motion])
-        condition = window.as_tensor()[0]
-        face = None
-        if self.face_size is not None:
-            face = frame_face_geometry(condition, window.landmarks[0], self.face_size)
-        frame = ConditionFrame(
-            seq=motion.seq, pts=float(motion.pts), condition=condition, face=face
-        )
-        return RenderedFrame(frame, started, time.monotonic() - started)
-
-    def close(self) -> None:
-        self.renderer.close()
+    index: int
+    epoch: int
+    motion: MotionFrame
+    submitted_at: float
 
 
-def frame_face_geometry(
-    render: torch.Tensor, landmarks: np.ndarray, size: int
-) -> FaceGeometry | None:
-    """Face geometry of one rendered frame, as ``streaming.generate.condition_frames`` builds it.
-
-    render: (3, H, W) float32 [0, 1] mesh render; landmarks: (51, 2) float32 projected face
-    landmarks in its pixels; size: the face crop side (``face.size``). None when the
-    landmarks are not finite (no usable face): the frame then passes the face stage as is.
-    """
-    from model.face_geometry import alignment_matrices, ffhq_points
-
-    if not np.isfinite(landmarks).all():
-        return None
-    points = ffhq_points(landmarks[None].astype(np.float32))
-    matrix = alignment_matrices(points, size)[0]
-    return face_geometry(render, matrix, landmarks.astype(np.float32), size)
+@dataclass(slots=True)
+class _EndMarker:
+    """The place of an ``end`` in the reorder buffer: after every frame submitted before."""
 
 
 class _RenderPool:
-    """``threads`` render threads sharing one input queue; each owns one renderer, made and
-    closed on that thread (an OpenGL context belongs to the thread that made it).
+    """``threads`` render threads sharing one input queue; each owns one ``RenderStage``,
+    made and closed on that thread (an OpenGL context belongs to the thread that made it).
 
     The input queue is unbounded by type and bounded by the producer's credits.
     """
@@ -109,21 +79,21 @@ class _RenderPool:
     def __init__(
         self,
         threads: int,
-        factory: Callable[[], ConditionRenderer],
-        done: Callable[[int, int, RenderedFrame | None, BaseException | None], None],
+        factory: Callable[[], RenderStage],
+        done: Callable[[int, RenderedFrame | BaseException], None],
         name: str,
     ) -> None:
         self._factory = factory
         self._done = done
-        self.queue: queue.SimpleQueue[tuple[int, int, Any, float] | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[_RenderTask | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._run, name=f"{name}-{index}") for index in range(threads)
         ]
         for thread in self._threads:
             thread.start()
 
-    def submit(self, index: int, generation: int, motion: Any) -> None:
-        self.queue.put((index, generation, motion, time.monotonic()))
+    def submit(self, index: int, epoch: int, motion: MotionFrame) -> None:
+        self.queue.put(_RenderTask(index, epoch, motion, time.monotonic()))
 
     def close(self) -> None:
         for _ in self._threads:
@@ -132,36 +102,61 @@ class _RenderPool:
             thread.join()
 
     def _run(self) -> None:
-        renderer: ConditionRenderer | None = None
+        stage: RenderStage | None = None
         try:
-            while (item := self.queue.get()) is not None:
-                index, generation, motion, submitted = item
+            while (task := self.queue.get()) is not None:
                 try:
-                    if renderer is None:
-                        renderer = self._factory()
-                    rendered = renderer.render(motion)
-                    rendered.submitted_at = submitted
+                    if stage is None:
+                        stage = self._factory()
+                    started = time.monotonic()
+                    condition = stage.render(task.motion, task.epoch)
+                    rendered = RenderedFrame(
+                        condition, task.submitted_at, time.monotonic() - started
+                    )
                 except Exception as err:  # reported to the session, which fails
-                    self._done(index, generation, None, err)
+                    self._done(task.index, err)
                 else:
-                    self._done(index, generation, rendered, None)
+                    self._done(task.index, rendered)
         finally:
-            if renderer is not None:
-                renderer.close()
+            if stage is not None:
+                stage.close()
+
+
+# Work for the model worker thread, run in queue order; each job names its session.
 
 
 @dataclass(slots=True)
-class _Job:
-    """Work for the model worker thread, run in queue order."""
-
+class _Open:
     session: WorkerSession
-    kind: str  # "open", "push", "end", "clear", "close"
-    frames: list[RenderedFrame] | None = None
-    generation: int = 0
+
+
+@dataclass(slots=True)
+class _Push:
+    session: WorkerSession
+    frames: list[RenderedFrame]
+
+
+@dataclass(slots=True)
+class _End:
+    session: WorkerSession
+
+
+@dataclass(slots=True)
+class _Clear:
+    session: WorkerSession
+
+
+@dataclass(slots=True)
+class _Close:
+    session: WorkerSession
+
+
+_Job = _Open | _Push | _End | _Clear | _Close
 
 
 class ModelWorker:
-    """The thread that owns every network: loads identities, runs samplers, decodes, enhances."""
+    """The thread that owns every network: loads identities, runs the sessions' stage
+    chains (sampler, decode, face stage)."""
 
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
@@ -170,9 +165,7 @@ class ModelWorker:
         self.latency_frames = worker_latency_frames(config)
         # One item per rendered chunk or control message of some session; bounded by credits.
         self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._components: dict[str, Any] = {}
-        # Face UNet (by id) -> the temporal face denoiser whose context its attention reads.
-        self._face_attention_owner: dict[int, Any] = {}
+        self._components: dict[str, Components] = {}
         self._thread = threading.Thread(target=self._run, name="model-worker", daemon=False)
         self._thread.start()
 
@@ -185,7 +178,7 @@ class ModelWorker:
             self.jobs.put(None)
             self._thread.join()
 
-    def components_for(self, identity: ModelConfig) -> Any:
+    def components_for(self, identity: ModelConfig) -> Components:
         """Networks of ``identity``, built once and reused (worker thread only)."""
         key = identity.model_dump_json()
         if key not in self._components:
@@ -195,23 +188,6 @@ class ModelWorker:
                 identity, self.sampler_config, self.config.face
             )
         return self._components[key]
-
-    def activate_face_attention(self, stage: FaceStage) -> None:
-        """Point the shared face UNet's window attention at ``stage``'s window context.
-
-        A temporal FaceStage installs all-frame attention bound to its own context on the
-        face UNet, which the sessions of one identity share; the stage about to run must own
-        it (worker thread only).
-        """
-        denoiser = getattr(stage, "_face_denoiser", None)
-        if denoiser is None:
-            return
-        unet = denoiser.enhancer.unet
-        if self._face_attention_owner.get(id(unet)) is not denoiser:
-            from model.attention import install_attention
-
-            install_attention(unet, "all-frame", denoiser.context)
-            self._face_attention_owner[id(unet)] = denoiser
 
     def _run(self) -> None:
         torch.set_grad_enabled(False)
@@ -228,7 +204,7 @@ class ModelWorker:
 
 
 class WorkerSession:
-    """One session's run: its render pool, reorder buffer and sampler (SessionPipeline)."""
+    """One session's run: its render pool, reorder buffer and stage chain (SessionPipeline)."""
 
     def __init__(
         self,
@@ -236,7 +212,7 @@ class WorkerSession:
         session_id: str,
         identity: ModelConfig,
         sink: PipelineSink,
-        renderer_factory: Callable[[], ConditionRenderer],
+        render_stage_factory: Callable[[], RenderStage],
         render_threads: int,
     ) -> None:
         self.worker = worker
@@ -248,52 +224,58 @@ class WorkerSession:
         self._lock = threading.Lock()
         self._next_index = 0  # submission index of the next item
         self._next_release = 0  # index the reorder buffer releases next
-        self._ready: dict[int, tuple[str, RenderedFrame | None, int]] = {}
-        self._generation = 0  # bumped by clear: renders of older generations are discarded
+        self._ready: dict[int, RenderedFrame | _EndMarker] = {}
+        # The clip the next submitted frame belongs to, counted as the sampler counts
+        # clips; and the epoch the latest clear started: renders older than it are stale.
+        self._epoch = 0
+        self._cleared_epoch = 0
         self._in_render = 0
         # Backlog accounting: frames submitted, frames whose render a clear discarded (both
         # under the lock) and frames the worker took off its queue (worker thread only).
         self._submitted = 0
         self._stale = 0
         self._taken = 0
-        self._sampler: WindowSampler | None = None
-        self._components: Any = None
-        self._face: FaceStage | None = None
-        # Render results of frames in the sampler, by seq (worker thread only).
+        self._chain: StageChain | None = None
+        # Render results of frames in the chain, by seq (worker thread only).
         self._meta: dict[int, RenderedFrame] = {}
-        self._worker_generation = 0  # the latest clear the sampler applied
         self.closed = False
         self._pool = _RenderPool(
-            render_threads, renderer_factory, self._rendered, f"render:{session_id}"
+            render_threads, render_stage_factory, self._rendered, f"render:{session_id}"
         )
-        worker.submit(_Job(self, "open"))
+        worker.submit(_Open(self))
 
     # SessionPipeline (any thread) -------------------------------------------------------
 
-    def submit(self, motion: Any) -> None:
+    def submit(self, motion: MotionFrame) -> None:
         with self._lock:
-            index, generation = self._next_index, self._generation
+            index, epoch = self._next_index, self._epoch
             self._next_index += 1
             self._in_render += 1
             self._submitted += 1
-        self._pool.submit(index, generation, motion)
+        self._pool.submit(index, epoch, motion)
 
     def end(self) -> None:
-        self._enqueue_marker("end")
+        with self._lock:
+            index = self._next_index
+            self._next_index += 1
+            self._epoch += 1  # the flush at the end starts the sampler's next clip
+            self._ready[index] = _EndMarker()
+            self._release_in_order()
 
     def clear(self) -> None:
         with self._lock:
-            # Queued under the lock: no push of the new generation can precede the reset.
-            self._generation += 1
-            self.worker.submit(_Job(self, "clear", generation=self._generation))
+            self._epoch += 1
+            self._cleared_epoch = self._epoch
+            # Queued under the lock: no push of the new epoch can precede the reset.
+            self.worker.submit(_Clear(self))
 
     def close(self) -> None:
         self.closed = True
         self._pool.close()
-        self.worker.submit(_Job(self, "close"))
+        self.worker.submit(_Close(self))
 
     def queue_depths(self) -> dict[str, int]:
-        sampler = self._sampler
+        chain = self._chain
         return {
             # Frames submitted that the model worker has not taken yet: the queue a
             # pipeline slower than its producer builds (server.max_lag_s acts on it).
@@ -301,143 +283,97 @@ class WorkerSession:
             "render": self._in_render,
             "reorder": len(self._ready),
             "worker": self.worker.jobs.qsize(),
-            "sampler": sampler.pending if sampler is not None else 0,
+            "sampler": chain.pending if chain is not None else 0,
         }
 
     # render pool threads ----------------------------------------------------------------
 
-    def _rendered(
-        self,
-        index: int,
-        generation: int,
-        rendered: RenderedFrame | None,
-        error: BaseException | None,
-    ) -> None:
+    def _rendered(self, index: int, result: RenderedFrame | BaseException) -> None:
         with self._lock:
             self._in_render -= 1
-            if error is not None or rendered is None:
+            if isinstance(result, BaseException):
                 if not self.failed:
                     self.failed = True
-                    self.sink.failed(error or AnchorError("render stage returned nothing"))
+                    self.sink.failed(result)
                 return
-            self._ready[index] = ("push", rendered, generation)
-            self._release_in_order()
-
-    def _enqueue_marker(self, kind: str) -> None:
-        with self._lock:
-            index = self._next_index
-            self._next_index += 1
-            self._ready[index] = (kind, None, self._generation)
+            self._ready[index] = result
             self._release_in_order()
 
     def _release_in_order(self) -> None:
         """Move consecutive ready items to the worker (caller holds the lock)."""
         chunk: list[RenderedFrame] = []
-        chunk_generation = 0
         while self._next_release in self._ready:
-            kind, frame, generation = self._ready.pop(self._next_release)
+            item = self._ready.pop(self._next_release)
             self._next_release += 1
-            if kind == "push" and frame is not None:
-                if generation != self._generation:
+            if isinstance(item, RenderedFrame):
+                if item.condition.epoch < self._cleared_epoch:
                     self._stale += 1
                     continue  # rendered before a clear
-                chunk.append(frame)
-                chunk_generation = generation
+                chunk.append(item)
                 continue
             if chunk:
-                self.worker.submit(_Job(self, "push", chunk, chunk_generation))
+                self.worker.submit(_Push(self, chunk))
                 chunk = []
-            self.worker.submit(_Job(self, kind, generation=generation))
+            self.worker.submit(_End(self))
         if chunk:
-            self.worker.submit(_Job(self, "push", chunk, chunk_generation))
+            self.worker.submit(_Push(self, chunk))
 
     # model worker thread ------------------------------------------------------------------
 
     def run_job(self, job: _Job) -> None:
-        if job.kind == "open":
-            self._components = self.worker.components_for(self.identity)
-            components = self._components
-            self._sampler = WindowSampler(
-                components.denoiser, components.scheduler, self.worker.sampler_config
+        """Apply one job to this session's stage chain (worker thread only)."""
+        if isinstance(job, _Open):
+            components = self.worker.components_for(self.identity)
+            self._chain = StageChain(
+                components, self.worker.sampler_config, self.worker.config.face
             )
-            face = self.worker.config.face
-            if face.enabled:
-                if components.face is None:
-                    raise AnchorError("face.enabled: the identity's components have no face model")
-                self._face = FaceStage(components.face, face, self.worker.sampler_config)
-                self.worker.activate_face_attention(self._face)
             return
-        sampler = self._sampler
-        if sampler is None or (self.closed and job.kind != "close"):
+        chain = self._chain
+        if chain is None or (self.closed and not isinstance(job, _Close)):
             return
-        if job.kind == "push":
-            assert job.frames is not None
+        if isinstance(job, _Push):
             self._taken += len(job.frames)
-            if job.generation < self._worker_generation:
-                return  # rendered before a clear that the sampler already applied
-            assert job.frames is not None
+            # Frames of an older epoch were submitted before a clear the chain applied.
+            fresh = [frame for frame in job.frames if frame.condition.epoch >= chain.epoch]
+            if not fresh:
+                return
             started = time.monotonic()
-            self._meta.update({frame.condition.seq: frame for frame in job.frames})
-            committed = sampler.push([frame.condition for frame in job.frames])
-            self._emit(committed, started)
-        elif job.kind == "end":
+            self._meta.update({frame.condition.seq: frame for frame in fresh})
+            self._emit(chain.push([frame.condition for frame in fresh]), started)
+        elif isinstance(job, _End):
             started = time.monotonic()
-            self._emit(sampler.flush(), started, last=True)
+            self._emit(chain.flush(), started)
             self.sink.ended()
-        elif job.kind == "clear":
-            self._worker_generation = job.generation
-            sampler.reset()
-            if self._face is not None:
-                self._face.reset()
+        elif isinstance(job, _Clear):
+            chain.reset()
             self._meta.clear()
-        elif job.kind == "close":
-            self._sampler = None
+        else:
+            self._chain = None
 
-    def _emit(self, committed: list[CommittedFrame], started: float, last: bool = False) -> None:
-        """Decode (and face-enhance) committed frames and hand the finished ones to the sink.
-
-        last: the end of the run, so the face stage releases every frame it still holds.
-        """
-        decode_frames(self._components.denoiser, committed)
-        model_seconds = time.monotonic() - started
-        face_seconds = 0.0
-        done = committed
-        if self._face is not None and (committed or last):
-            face_started = time.monotonic()
-            self.worker.activate_face_attention(self._face)
-            done = self._face.enhance(committed)
-            if last:
-                done += self._face.flush()
-            face_seconds = time.monotonic() - face_started
-        if not done:
+    def _emit(self, output: StageOutput, started: float) -> None:
+        """Hand the chain's finished frames to the sink as uint8 ``OutputFrame``s."""
+        if not output.frames:
             return
+        images = output_images(output.frames)
         outputs = []
-        for frame in done:
+        for frame, image in zip(output.frames, images, strict=True):
             meta = self._meta.pop(frame.seq, None)
             stages = {
                 "render": meta.render_seconds if meta is not None else 0.0,
-                "model": model_seconds,
+                "model": output.model_seconds,
             }
-            if self._face is not None:
-                stages["face"] = face_seconds
+            if output.face_seconds is not None:
+                stages["face"] = output.face_seconds
             outputs.append(
                 OutputFrame(
                     seq=frame.seq,
                     pts=frame.pts,
-                    image=_to_uint8(frame),
+                    image=image,
                     submitted_at=meta.submitted_at if meta is not None else started,
                     stage_seconds=stages,
                 )
             )
         self.sink.frames(outputs)
-
-
-def _to_uint8(frame: CommittedFrame) -> np.ndarray:
-    """A decoded frame's (3, H, W) float32 [0, 1] image -> (H, W, 3) uint8 RGB."""
-    if frame.image is None:
-        raise AnchorError(f"frame seq {frame.seq} reached the output undecoded")
-    image = (frame.image.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)
-    return image.permute(1, 2, 0).contiguous().numpy()
 
 
 class WorkerPipelineFactory:
@@ -448,7 +384,8 @@ class WorkerPipelineFactory:
         if config.model.threads is not None:
             torch.set_num_threads(config.model.threads)  # process-wide: before any thread runs
         self.worker = ModelWorker(config)
-        self._renderer_factory = lambda: ConditionRenderer(config)
+        face_size = config.face.size if config.face.enabled else None
+        self._render_stage_factory = lambda: RenderStage(config.render, face_size)
 
     def create(
         self, session_id: str, identity: IdentityConfig | None, sink: PipelineSink
@@ -458,7 +395,7 @@ class WorkerPipelineFactory:
             session_id,
             self.config.identity_model(identity),
             sink,
-            self._renderer_factory,
+            self._render_stage_factory,
             self.config.worker.render_threads,
         )
 

@@ -55,7 +55,8 @@ def generate_command(args: argparse.Namespace, config: AppConfig) -> int:
     from model.motion.conditions import render_motion_conditions
     from model.video_io import read_condition_folder, write_frames
     from streaming.frames import ConditionFrame
-    from streaming.generate import condition_frames, generate_streaming
+    from streaming.generate import generate_streaming
+    from streaming.stages import condition_frames
 
     update: dict[str, Any] = {}
     if args.mode is not None:

@@ -10,7 +10,8 @@ from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.face_geometry import alignment_matrices, ffhq_template
 from model.motion.conditions import ConditionWindow
 from model.offline import offline_sample
-from streaming.generate import condition_frames, generate_streaming
+from streaming.generate import generate_streaming
+from streaming.stages import condition_frames
 
 RENDER = 48  # render size differs from the model size: geometry is rescaled
 IMAGE = 32
