@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from app.config import AppConfig, load_config
-from app.demo import DEMO_MODEL, demo_model_settings
+from app.defaults import DEMO_MODEL, demo_model_settings
 from app.presets import PRESETS
 from bench.heldout import load_heldout, run_clip
 from bench.quality import face_crop_scores, heldout_folder
@@ -33,8 +33,9 @@ from streaming.sampler import latency_frames
 
 
 def weights_overrides(base: AppConfig) -> list[str]:
-    """``--set`` fields that make the demo bundle the weights when none are configured."""
-    if base.model.preset != "tiny":
+    """``--set`` fields that make the demo bundle the weights when none are configured (the
+    embedded default), spelled out so that no preset inherits the demo's sampler settings."""
+    if base.model.preset != "bundle" or base.model.checkpoint_path != DEMO_MODEL:
         return []
     settings = demo_model_settings(DEMO_MODEL)
     return [

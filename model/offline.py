@@ -19,7 +19,6 @@ import torch
 
 from model.config import SamplerConfig
 from model.denoiser import FrameScheduler, WindowDenoiser
-from model.errors import AnchorError
 from model.noise import frame_noise
 from model.windows import official_windows
 
@@ -90,19 +89,12 @@ def generate_frames(
     seed: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> torch.Tensor:
-    """Condition images (N, 3, H, W) float32 [0, 1] -> frames (N, 3, H, W) float32 [0, 1].
-
-    The mode is ``sampler.mode``; seed defaults to ``sampler.seed``.
+    """Condition images (N, 3, H, W) float32 [0, 1] -> frames (N, 3, H, W) float32 [0, 1],
+    sampled with Algorithm 1 (``sampler.mode`` chooses among the streaming samplers of
+    ``streaming.generate`` and is not read here); seed defaults to ``sampler.seed``.
     """
-    if sampler.mode != "offline":
-        raise AnchorError(
-            f"sampler.mode {sampler.mode!r}: model.offline runs Algorithm 1 only; the streaming "
-            "modes (exact, low) live in streaming.generate"
-        )
     conditions = denoiser.encode_conditions(condition_images)
     run_seed = sampler.seed if seed is None else seed
     latents = offline_sample(denoiser, scheduler, conditions, sampler, run_seed, progress)
-    log.info(
-        "sampled %d frames (%s, %d steps)", latents.shape[0], sampler.mode, len(scheduler.timesteps)
-    )
+    log.info("sampled %d frames (offline, %d steps)", latents.shape[0], len(scheduler.timesteps))
     return denoiser.decode(latents)

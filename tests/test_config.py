@@ -22,7 +22,7 @@ def test_section_defaults_follow_the_paper() -> None:
 
 
 def test_no_model_chosen_means_the_demo_bundle(caplog: pytest.LogCaptureFixture) -> None:
-    from app.demo import DEMO_MODEL
+    from app.defaults import DEMO_MODEL
 
     config = load_config(environ={})
     assert config.model.preset == "bundle" and config.model.checkpoint_path == DEMO_MODEL

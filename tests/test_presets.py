@@ -8,7 +8,8 @@ import pytest
 
 from app.cli import build_parser
 from app.config import ConfigError, load_config
-from app.demo import DEMO_MODEL, demo_config, with_demo_model
+from app.defaults import DEMO_MODEL
+from app.demo import demo_config, with_demo_model
 
 
 def test_quality_is_the_paper() -> None:

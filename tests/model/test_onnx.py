@@ -33,6 +33,8 @@ TOLERANCE = 1e-3  # max abs difference, the issue's bound
 NO_FACE = FaceConfig(enabled=False)
 OVERRIDES = [
     "--set",
+    "model.preset=tiny",
+    "--set",
     "model.device=cpu",
     "--set",
     f"sampler.window_size={WINDOW}",
@@ -243,7 +245,17 @@ def test_torch_backend_never_imports_onnxruntime() -> None:
 
 
 def test_bench_onnx_reports_both_backends(capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["--set", "model.device=cpu", "bench", "onnx", "--json", "--latent-sizes", "2"]
+    args = [
+        "--set",
+        "model.preset=tiny",
+        "--set",
+        "model.device=cpu",
+        "bench",
+        "onnx",
+        "--json",
+        "--latent-sizes",
+        "2",
+    ]
     assert main([*args, "--repeats", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["onnxruntime_providers"] == ["CPUExecutionProvider"]

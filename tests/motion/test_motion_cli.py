@@ -16,7 +16,7 @@ from model.motion.samples import wave_clip
 def test_server_side_modules_do_not_import_torch() -> None:
     code = (
         "import sys, model.motion, model.motion.wire, model.motion.readers, "
-        "model.motion.commands; assert 'torch' not in sys.modules, 'torch imported'"
+        "app.commands.motion; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

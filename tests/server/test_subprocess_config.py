@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.config import load_config
-from app.demo import DEMO_MODEL, demo_config, with_demo_model
+from app.defaults import DEMO_MODEL
+from app.demo import demo_config, with_demo_model
 from bench.e2e import overrides
 
 

@@ -11,6 +11,9 @@ from PIL import Image
 
 from app.cli import main
 
+# The tiny random networks: these tests check the command, not a model's output.
+TINY = ["--set", "model.preset=tiny"]
+
 
 @pytest.fixture
 def condition_folder(tmp_path: Path) -> Path:
@@ -28,7 +31,7 @@ def condition_folder(tmp_path: Path) -> Path:
 def test_generate_writes_a_playable_mp4(condition_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "out" / "video.mp4"
     code = main(
-        ["generate", str(condition_folder), "--out", str(out), "--steps", "2", "--seed", "3"]
+        [*TINY, "generate", str(condition_folder), "--out", str(out), "--steps", "2", "--seed", "3"]
     )
     assert code == 0
     with av.open(str(out)) as container:
@@ -40,13 +43,23 @@ def test_generate_writes_a_playable_mp4(condition_folder: Path, tmp_path: Path) 
 
 def test_generate_writes_lossless_png_frames(condition_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "frames"
-    args = ["generate", str(condition_folder), "--out", str(out), "--steps", "1", "--frames", "4"]
+    args = [
+        *TINY,
+        "generate",
+        str(condition_folder),
+        "--out",
+        str(out),
+        "--steps",
+        "1",
+        "--frames",
+        "4",
+    ]
     assert main(args) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["000000.png", "000001.png", "000002.png", "000003.png"]
     assert np.asarray(Image.open(out / "000000.png")).shape == (64, 64, 3)
     again = tmp_path / "again"
-    assert main([*args[:3], str(again), *args[4:]]) == 0
+    assert main([*args[:5], str(again), *args[6:]]) == 0
     for name in names:  # same seed, same frames
         assert np.array_equal(
             np.asarray(Image.open(out / name)), np.asarray(Image.open(again / name))
@@ -56,9 +69,19 @@ def test_generate_writes_lossless_png_frames(condition_folder: Path, tmp_path: P
 def test_generate_errors_name_the_problem(
     condition_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["generate", str(tmp_path / "missing"), "--out", str(tmp_path / "x.mp4")]) == 1
+    assert (
+        main([*TINY, "generate", str(tmp_path / "missing"), "--out", str(tmp_path / "x.mp4")]) == 1
+    )
     assert "input folder not found" in capsys.readouterr().err
-    args = ["generate", str(condition_folder), "--out", str(tmp_path / "x.mp4"), "--frames", "9"]
+    args = [
+        *TINY,
+        "generate",
+        str(condition_folder),
+        "--out",
+        str(tmp_path / "x.mp4"),
+        "--frames",
+        "9",
+    ]
     assert main(args) == 1
     assert "--frames 9" in capsys.readouterr().err
 
@@ -68,7 +91,7 @@ def test_generate_reference_image_sets_the_appearance(
 ) -> None:
     reference = tmp_path / "reference.png"
     Image.fromarray(np.full((80, 60, 3), (200, 40, 40), dtype=np.uint8)).save(reference)
-    base = ["generate", str(condition_folder), "--steps", "1", "--frames", "2"]
+    base = [*TINY, "generate", str(condition_folder), "--steps", "1", "--frames", "2"]
     assert main([*base, "--out", str(tmp_path / "default")]) == 0
     assert main([*base, "--out", str(tmp_path / "red"), "--reference", str(reference)]) == 0
     default = np.asarray(Image.open(tmp_path / "default" / "000000.png"), dtype=np.int16)
@@ -83,6 +106,7 @@ def test_generate_from_a_motion_file_renders_and_enhances_faces(
     motion = Path(__file__).resolve().parents[2] / "clients" / "samples" / "wave_talkshow.npy"
     out = tmp_path / "frames"
     settings = [
+        "model.preset=tiny",
         f"render.standin_path={standin_cache}",
         "render.width=96",
         "render.height=96",
@@ -102,3 +126,21 @@ def test_generate_from_a_motion_file_renders_and_enhances_faces(
     changed = np.abs(enhanced - plain).max(axis=2) > 2
     # The face stage repainted the face region only, not the whole frame.
     assert changed.any() and changed.mean() < 0.5
+
+
+def test_generate_without_config_runs_the_demo_bundle(standin_cache: Path, tmp_path: Path) -> None:
+    """A fresh clone's `anchor generate SAMPLE --out OUT` renders the demo anchor: the same
+    frames as with configs/demo.toml, at the bundle's 128 px (not tiny random noise)."""
+    root = Path(__file__).resolve().parents[2]
+    motion = root / "clients" / "samples" / "wave_talkshow.npy"
+    standin = ["--set", f"render.standin_path={standin_cache}"]
+    args = ["generate", str(motion), "--frames", "6", "--steps", "1"]
+    assert main([*standin, *args, "--out", str(tmp_path / "default")]) == 0
+    demo = ["--config", str(root / "configs" / "demo.toml"), *standin]
+    assert main([*demo, *args, "--out", str(tmp_path / "demo")]) == 0
+    names = sorted(p.name for p in (tmp_path / "default").iterdir())
+    assert len(names) == 6
+    for name in names:
+        default = np.asarray(Image.open(tmp_path / "default" / name))
+        assert default.shape == (128, 128, 3)
+        assert np.array_equal(default, np.asarray(Image.open(tmp_path / "demo" / name)))
