@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from model.bundle import bundle_meta, load_bundle
 from model.evaluation.pixels import psnr, ssim
 from model.face_geometry import crop_faces
-from model.training.bundle import bundle_meta, load_bundle
 from model.video_io import to_uint8
 from streaming.quality import HeldOut, bundle_face, bundle_sampler, load_heldout, run_clip
 

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
-from model.components import Components
 from model.config import FaceConfig, SamplerConfig
 from model.motion.conditions import ConditionWindow
+from model.placement import Components
 from streaming.face_stage import FaceStage, decode_frames, face_geometry
 from streaming.frames import CommittedFrame, ConditionFrame
 from streaming.sampler import WindowSampler

@@ -13,9 +13,9 @@ Frozen networks: the VAE (``--vae FOLDER`` from ``anchor train vae``, else the f
 tiny preset / ``model.sd_path/vae``) and the CLIP vision encoder (tiny preset for the
 tiny and demo families, else ``model.clip_path``; the paper never trains it).
 
-A *bundle* is what ``save_bundle`` writes and ``load_bundle`` reads: ``body/{unet,
-controlnet}`` (and ``head/...`` when trained), ``vae/``, ``clip/`` and
-``null_embedding.safetensors``: everything the samplers need, no other folder.
+A *bundle* holds these networks: ``body/{unet,controlnet}`` (and ``head/...`` when
+trained), ``vae/``, ``clip/`` and ``null_embedding.safetensors``, everything the samplers
+need and no other folder. model/training/bundle.py writes it, model/bundle.py reads it.
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ from model.presets import (
 )
 
 FAMILIES = ("tiny", "demo", "sd15")
-NULL_EMBEDDING = "null_embedding.safetensors"
 DEMO_CONDITIONING_CHANNELS = (16, 32, 32, 64)
 
 
@@ -172,28 +171,3 @@ def frozen_networks(
     for network in (vae, clip):
         network.eval().requires_grad_(False)
     return FrozenNetworks(vae, clip, null)
-
-
-def save_part(networks: PartNetworks, folder: Path, part: str) -> None:
-    """``folder/<part>/{unet,controlnet}`` (the official checkpoint layout)."""
-    networks.unet.save_pretrained(folder / part / "unet")
-    networks.controlnet.save_pretrained(folder / part / "controlnet")
-
-
-def save_bundle(folder: Path, frozen: FrozenNetworks) -> None:
-    """Completes a checkpoint folder into a self-contained bundle: vae/, clip/, null."""
-    from safetensors.torch import save_file
-
-    frozen.vae.save_pretrained(folder / "vae")
-    frozen.clip.save_pretrained(folder / "clip")
-    save_file({"null_embedding": frozen.null_embedding.contiguous()}, str(folder / NULL_EMBEDDING))
-
-
-def load_null_embedding(folder: Path) -> torch.Tensor:
-    """``(T, D)`` float32 from a bundle's ``null_embedding.safetensors``."""
-    from safetensors.torch import load_file
-
-    path = folder / NULL_EMBEDDING
-    if not path.is_file():
-        raise AnchorError(f"bundle {folder}: {NULL_EMBEDDING} not found")
-    return load_file(str(path))["null_embedding"].float()

@@ -29,6 +29,7 @@ from PIL import Image
 from model.config import ModelConfig
 from model.errors import AnchorError
 from model.presets import SD15_SCHEDULER_CONFIG
+from model.training.bundle import save_bundle, save_part
 from model.training.config import TrainConfig
 from model.training.data import SampleKind, StepBatches, TrainingSamples
 from model.training.losses import (
@@ -44,8 +45,6 @@ from model.training.networks import (
     demo_vae,
     frozen_networks,
     initial_networks,
-    save_bundle,
-    save_part,
 )
 
 log = logging.getLogger("anchor.training")
@@ -382,7 +381,7 @@ class Trainer:
     def _save_reference(self, folder: Path) -> None:
         """``reference.png`` (a training frame: the bundle's default appearance) and
         ``bundle.json`` (image size and the sampler settings the model was trained for)."""
-        from model.training.bundle import BUNDLE_META, REFERENCE
+        from model.bundle import BUNDLE_META, REFERENCE
 
         first = self.samples.frames[0]
         reference = self.samples._read(first, first.clip_entries[0], "frame")
@@ -396,7 +395,7 @@ class Trainer:
     def _save_face_reference(self, folder: Path) -> None:
         """``head/reference.png``: the face crop of the frame the body bundle's
         ``reference.png`` shows (the face model's default appearance)."""
-        from model.training.bundle import FACE_PART, REFERENCE
+        from model.bundle import FACE_PART, REFERENCE
 
         first = self.samples.frames[0]
         reference = self.samples._read(first, first.clip_entries[0], "face")

@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 import torch
 
-from model.components import Components, build_components
+from model.components import build_components
 from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.errors import AnchorError
 from model.onnx_export import export_onnx
 from model.onnx_runtime import OnnxDenoiser, choose_providers
+from model.placement import Components
 from model.sgdm import SGDMDenoiser
 from server.cli import main
 from streaming.frames import ConditionFrame
