@@ -30,13 +30,8 @@ from model.config import FaceConfig, SamplerConfig
 from model.denoiser import WindowDenoiser
 from model.face_geometry import blend_masks, crop_faces, face_region_masks, paste_back
 from model.face_sgdm import FaceEnhancer
-from model.sgdm import (
-    conditioning_embedding,
-    controlnet_unet_noise,
-    precomputed_conditioning,
-    vae_decode,
-    vae_encode,
-)
+from model.guided import controlnet_unet_noise, precomputed_conditioning
+from model.sgdm import conditioning_embedding, vae_decode, vae_encode
 from streaming.frames import CommittedFrame, ConditionFrame
 from streaming.sampler import WindowSampler
 
