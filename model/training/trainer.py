@@ -46,6 +46,7 @@ from model.training.networks import (
     frozen_networks,
     initial_networks,
 )
+from model.video_io import to_uint8
 
 log = logging.getLogger("anchor.training")
 
@@ -385,8 +386,7 @@ class Trainer:
 
         first = self.samples.frames[0]
         reference = self.samples._read(first, first.clip_entries[0], "frame")
-        array = (reference.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        Image.fromarray(array).save(folder / REFERENCE)
+        Image.fromarray(to_uint8(reference[None])[0]).save(folder / REFERENCE)
         # Trained with conditioning scale 1 and a null embedding (condition dropout).
         meta = {"image_size": self.samples.size, "controlnet_scale": 1.0,
                 "trained_steps": self.counter.step, "init": self.run.init}  # fmt: skip
@@ -399,8 +399,7 @@ class Trainer:
 
         first = self.samples.frames[0]
         reference = self.samples._read(first, first.clip_entries[0], "face")
-        array = (reference.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        Image.fromarray(array).save(folder / FACE_PART / REFERENCE)
+        Image.fromarray(to_uint8(reference[None])[0]).save(folder / FACE_PART / REFERENCE)
 
     @torch.no_grad()
     def _calibrate_vae_scale(self, frames: int = 64) -> None:
@@ -447,8 +446,7 @@ class Trainer:
                           (conditions, targets, generated)], dim=2)  # fmt: skip
         path = self.run.out / "validation" / f"step-{self.counter.step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        array = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-        Image.fromarray(array).save(path)
+        Image.fromarray(to_uint8(grid[None])[0]).save(path)
         return path
 
 
