@@ -1,6 +1,7 @@
-"""The networks a training run starts from, and the self-contained model folders it writes.
+"""The networks a training run starts from: those it trains and the frozen ones.
 
-``--init`` names where the trained networks come from:
+``--init`` names where the trained networks come from (``initial_networks``, or
+``initial_vae`` when the autoencoder is trained):
 
 - ``tiny``: model/presets.py at tiny size (seeded with ``model.tiny_seed``);
 - ``demo``: the CPU demo family (``demo_unet``: 3 levels, a few million parameters);
@@ -171,3 +172,34 @@ def frozen_networks(
     for network in (vae, clip):
         network.eval().requires_grad_(False)
     return FrozenNetworks(vae, clip, null)
+
+
+def initial_vae(init: str, model: ModelConfig) -> AutoencoderKL:
+    """The autoencoder ``anchor train vae`` starts from: the tiny preset or the demo
+    family (seeded with ``model.tiny_seed``), else ``<init>/vae``."""
+    if init not in ("tiny", "demo"):
+        return load_vae(Path(init) / "vae", "--init")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(model.tiny_seed)
+        return tiny_vae() if init == "tiny" else demo_vae()
+
+
+def check_compatible(frozen: FrozenNetworks, networks: PartNetworks) -> None:
+    """Raise AnchorError when the CLIP tokens are not as wide as the UNet's cross-attention."""
+    width = frozen.null_embedding.shape[1]
+    cross = networks.unet.config["cross_attention_dim"]
+    if width != cross:
+        raise AnchorError(
+            f"CLIP width {width} != UNet cross_attention_dim {cross}: --init and the "
+            "frozen networks (--clip, model.clip_path) belong to different families"
+        )
+
+
+def place_frozen(frozen: FrozenNetworks, device: torch.device, dtype: torch.dtype) -> None:
+    """Moves the frozen VAE and CLIP to ``device`` in ``dtype`` (in place)."""
+    networks: tuple[torch.nn.Module, ...] = (frozen.vae, frozen.clip)
+    for network in networks:
+        network.to(device=device)
+        # diffusers warns on every dtype cast, also a no-op one.
+        if next(network.parameters()).dtype != dtype:
+            network.to(dtype=dtype)
