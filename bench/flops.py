@@ -45,7 +45,7 @@ from model.attention import WindowContext, install_attention
 from model.config import AttentionMode
 from model.errors import AnchorError
 from model.presets import SD15_IMAGE_SIZE, controlnet_from_unet
-from model.sgdm import precomputed_conditioning
+from model.guided import precomputed_conditioning
 
 STAGES = ("unet", "controlnet", "attention_extra", "conditioning", "decode", "face")
 # Vendor datasheet peaks, dense FP16/BF16 tensor throughput (no structured sparsity), TF/s.

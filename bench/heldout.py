@@ -16,9 +16,9 @@ import torch
 from numpy.typing import NDArray
 
 from bench.train import psnr, ssim
+from model.bundle import bundle_meta, load_bundle
 from model.config import FaceConfig, SamplerConfig
 from model.face_geometry import crop_faces
-from model.training.bundle import bundle_meta, load_bundle
 from model.training.data import _image
 from model.training.dataset import ManifestEntry, load_dataset, read_png
 from streaming.face_stage import FaceGeometry, matrix_for

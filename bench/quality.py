@@ -35,10 +35,10 @@ from bench.heldout import (
     load_heldout,
     run_clip,
 )
+from model.bundle import bundle_meta, load_bundle
 from model.errors import AnchorError
 from model.evaluation.pixels import psnr, ssim
 from model.face_geometry import crop_faces
-from model.training.bundle import bundle_meta, load_bundle
 from model.video_io import to_uint8
 
 if TYPE_CHECKING:

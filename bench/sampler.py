@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
-from model.components import Components, build_components
+from model.components import build_components
 from model.config import FaceConfig, ModelConfig, SamplerConfig
+from model.placement import Components
 from streaming.exact import ExactSchedule
 from streaming.frames import ConditionFrame
 from streaming.sampler import WindowSampler, latency_frames

@@ -5,6 +5,7 @@
   mode, the bundle's steps, CFG off) including the condition encoding and the VAE decode,
   and SSIM / PSNR of its output against the held-out synthetic ground truth; with the
   bundle's face model, the same with the face stage on and SSIM / PSNR of the face crops.
+  SSIM and PSNR are ``anchor eval``'s (model/evaluation/pixels.py) on uint8 frames.
 """
 
 from __future__ import annotations
@@ -15,41 +16,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 
 from model.config import ModelConfig
+from model.evaluation import pixels
+from model.video_io import to_uint8
 
 if TYPE_CHECKING:
     from app.config import AppConfig
 
 
 def psnr(images: torch.Tensor, targets: torch.Tensor) -> float:
-    """Mean PSNR (dB) of (N, 3, H, W) [0, 1] images."""
-    mse = (images - targets).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return float((10.0 * torch.log10(1.0 / mse)).mean())
+    """``model.evaluation.pixels.psnr`` (dB, peak 255, mean over frames) of (N, 3, H, W)
+    float [0, 1] frames, rounded to uint8 by ``to_uint8`` as a written video is."""
+    return pixels.psnr(to_uint8(images), to_uint8(targets))
 
 
-def ssim(images: torch.Tensor, targets: torch.Tensor, window: int = 7) -> float:
-    """Mean SSIM of (N, 3, H, W) [0, 1] images on luma, Gaussian window sigma 1.5."""
-    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    x, y = (images * weights).sum(1, True), (targets * weights).sum(1, True)
-    coords = torch.arange(window, dtype=torch.float32) - (window - 1) / 2
-    gauss = torch.exp(-(coords**2) / (2 * 1.5**2))
-    kernel = (gauss[:, None] * gauss[None]) / gauss.sum() ** 2
-    kernel = kernel.view(1, 1, window, window)
-
-    def blur(value: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(value, kernel)
-
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
-    c1, c2 = 0.01**2, 0.03**2
-    value = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
-        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    )
-    return float(value.mean())
+def ssim(images: torch.Tensor, targets: torch.Tensor) -> float:
+    """``model.evaluation.pixels.ssim`` (RGB, 11x11 Gaussian window, mean over frames) of
+    (N, 3, H, W) float [0, 1] frames, rounded to uint8 by ``to_uint8``."""
+    return pixels.ssim(to_uint8(images), to_uint8(targets))
 
 
 def training_step_speed(steps: int, batch: int = 4) -> dict[str, Any]:

@@ -26,8 +26,8 @@ import numpy as np
 from clients.producer import ConnectionLost, ProducerLink, ServerRefused
 from model.audio2motion.audio import frame_boundary
 from model.errors import AnchorError
+from model.motion.clip import MotionClip
 from model.motion.frame import MotionFrame
-from model.motion.readers import MotionClip
 from model.motion.wire import decode_json
 
 log = logging.getLogger("anchor.send")

@@ -1,15 +1,12 @@
 """The SMPL-X body model: motion frames -> posed vertices, joints and face landmarks.
 
 ``smplx.SMPLX`` loads the model file (real, from ``RenderConfig.smplx_path``, or the
-generated stand-in). Its own forward re-concatenates the 400 shape/expression
-directions (50 MB) on every call; ``BodyModel.forward`` runs the same linear blend
-skinning with those bases prepared once, and equals smplx's output (tested).
-
-Measured on the 2-core machine under load (16-frame window, same process): 218 ms
-before, 23 ms now. What counted: one intra-op thread (``BODY_THREADS``, 218 -> 60 ms);
-the body shape (300 betas) cached per session instead of recomputed per frame;
-expressions applied to the face vertices they move only; skinning over each vertex's
-few non-zero weights; ``R v + t`` as element-wise ops instead of 3x3 batched matmuls.
+generated stand-in). ``BodyModel.forward`` runs the same linear blend skinning as smplx's
+own forward and equals its output (tested), with the work smplx repeats on every call done
+once: the 400 shape/expression directions (50 MB) are prepared at load, the body shape
+(300 betas) is cached per session, expressions move only the face vertices they affect,
+skinning runs over each vertex's few non-zero weights, and ``R v + t`` is element-wise.
+The forward runs torch on ``BODY_THREADS`` intra-op threads.
 """
 
 from __future__ import annotations
@@ -28,11 +25,10 @@ from model.config import RenderConfig
 from model.errors import AnchorError
 from model.motion.frame import BodyModelSettings, MotionFrame
 
-# Intra-op threads for the forward. With 2 threads, every small op waits for the
-# second OpenMP thread; on this 2-core machine under load (renderer, model worker,
-# other jobs) that made a 16-frame window 4-11x slower (232 vs 48 ms; 688 vs 62 ms at
-# a load average of 8.5; one frame 81 vs 1.6 ms), same process. torch's setting is
-# process-wide: while any forward runs, the whole process uses this many threads.
+# Intra-op threads for the forward. The forward is many small ops: with a second
+# OpenMP thread each one waits for it, and when the cores are busy (renderer, model
+# worker) a window takes several times longer. torch's setting is process-wide: while
+# any forward runs, the whole process uses this many threads.
 BODY_THREADS = 1
 # Vertices following more joints than this are blended with the dense (V, 55) product.
 DENSE_SKINNING_WIDTH = 8

@@ -24,6 +24,7 @@ from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from transformers import CLIPVisionModel
 
+from model.bundle import has_face_model, load_bundle
 from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.errors import AnchorError
 from model.face_sgdm import FaceEnhancer
@@ -37,7 +38,7 @@ from model.loading import (
     load_vae,
     require_folder,
 )
-from model.onnx_runtime import OnnxDenoiser
+from model.placement import Components, place, resolve_placement
 from model.presets import (
     SD15_IMAGE_SIZE,
     TINY_IMAGE_SIZE,
@@ -55,26 +56,6 @@ log = logging.getLogger("anchor.model")
 
 
 @dataclass
-class Components:
-    """What a sampler needs: denoiser, scheduler, optional face enhancer, appearance tokens.
-
-    appearance: (T, D) float32 CLIP tokens of the reference image (CPU). The denoiser is
-    an ``OnnxDenoiser`` with ``model.backend = "onnxruntime"``.
-    """
-
-    denoiser: SGDMDenoiser | OnnxDenoiser
-    scheduler: DDIMFrameScheduler
-    face: FaceEnhancer | None
-    appearance: torch.Tensor
-    device: torch.device
-    dtype: torch.dtype
-
-    @property
-    def image_size(self) -> int:
-        return self.denoiser.image_height
-
-
-@dataclass
 class _Networks:
     unet: UNet2DConditionModel
     controlnet: ControlNetModel
@@ -87,24 +68,6 @@ class _Networks:
     face_vae: AutoencoderKL | None
     face_null_embedding: torch.Tensor | None
     face_scheduler: DDIMFrameScheduler | None
-
-
-def resolve_placement(config: ModelConfig) -> tuple[torch.device, torch.dtype]:
-    """``auto``: CUDA + float16 when CUDA is available, else CPU + float32."""
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu")
-        if config.device == "auto"
-        else config.device
-    )
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AnchorError(f"model.device is {config.device!r} but CUDA is not available")
-    if config.precision == "auto":
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
-    else:
-        dtype = getattr(torch, config.precision)
-    if device.type == "cpu" and dtype == torch.float16:
-        raise AnchorError("model.precision float16 needs a CUDA device (use float32 on the CPU)")
-    return device, dtype
 
 
 def _stand_in_controlnet_weights(controlnet: ControlNetModel) -> None:
@@ -204,13 +167,6 @@ def _sd15_networks(config: ModelConfig, face: FaceConfig) -> _Networks:
     )
 
 
-def _place(network: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-    network.eval().requires_grad_(False).to(device=device)
-    # diffusers warns on every dtype cast, also a no-op one: cast only when it changes.
-    if next(network.parameters()).dtype != dtype:
-        network.to(dtype=dtype)
-
-
 def _reference(path: Path | None, size: int) -> torch.Tensor:
     return default_reference_image(size) if path is None else read_image(path)
 
@@ -257,7 +213,7 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
     default_size = TINY_IMAGE_SIZE if model.preset == "tiny" else SD15_IMAGE_SIZE
     image_size = model.image_size or default_size
     for network in (networks.unet, networks.controlnet, networks.vae, networks.clip):
-        _place(network, device, dtype)
+        place(network, device, dtype)
     reference = _reference(model.reference_image, image_size)
     appearance = encode_appearance(networks.clip, reference)
     denoiser = SGDMDenoiser(
@@ -279,7 +235,7 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
         assert networks.face_vae is not None and networks.face_null_embedding is not None
         assert networks.face_scheduler is not None
         for network in (networks.face_unet, networks.face_controlnet, networks.face_vae):
-            _place(network, device, dtype)
+            place(network, device, dtype)
         face_reference = (
             reference if face.reference_image is None else read_image(face.reference_image)
         )
@@ -311,9 +267,7 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
 
 def _bundle_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConfig) -> Components:
     """A trained bundle (``anchor train ... --out O`` then ``O/final``) as Components, with
-    its face model (``head/``) when ``face.enabled``."""
-    from model.training.bundle import has_face_model, load_bundle
-
+    its face model (``head/``) when ``face.enabled`` (model/bundle.py)."""
     if model.checkpoint_path is None:
         raise AnchorError("model.checkpoint_path is not set: name the bundle folder")
     if face.enabled and not has_face_model(model.checkpoint_path):

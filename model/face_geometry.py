@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from model.standin import (
+from model.smplx_layout import (
     LANDMARK_LEFT_EYE,
     LANDMARK_MOUTH_LEFT,
     LANDMARK_MOUTH_RIGHT,

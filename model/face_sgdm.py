@@ -19,14 +19,9 @@ from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
+from model.guided import controlnet_unet_noise, uses_guidance
 from model.scheduling import DDIMFrameScheduler
-from model.sgdm import (
-    conditioning_embedding,
-    controlnet_unet_noise,
-    precomputed_conditioning,
-    vae_decode,
-    vae_encode,
-)
+from model.sgdm import conditioning_embedding, vae_decode, vae_encode
 
 
 class FaceEnhancer:
@@ -111,7 +106,7 @@ class FaceEnhancer:
         mask_latent = F.interpolate(masks.float().cpu(), size=(latent_size, latent_size))
         mask_latent = mask_latent.to(self.device)
         embedding = conditioning_embedding(self.controlnet, mesh_crops.to(self.device, self.dtype))
-        guided = self.guidance_scale > 1.0
+        guided = uses_guidance(self.guidance_scale)
         tokens = self.appearance.expand(count, -1, -1)
         if guided:
             tokens = torch.cat([tokens, self.null_embedding.expand(count, -1, -1)])
@@ -131,17 +126,17 @@ class FaceEnhancer:
                 dim=1,
             ).to(self.dtype)
             t = torch.full((count * halves,), timestep, device=self.device, dtype=torch.int64)
-            with precomputed_conditioning(self.controlnet):
-                noise = controlnet_unet_noise(
-                    self.unet,
-                    self.controlnet,
-                    model_input.to(self.dtype),
-                    unet_input,
-                    t,
-                    tokens,
-                    torch.cat([embedding] * halves),
-                    self.controlnet_scale,
-                    self.guidance_scale,
-                )
+            noise = controlnet_unet_noise(
+                self.unet,
+                self.controlnet,
+                model_input.to(self.dtype),
+                unet_input,
+                t,
+                tokens,
+                torch.cat([embedding] * halves),
+                self.controlnet_scale,
+                self.guidance_scale,
+                precomputed=True,
+            )
             latents = self.scheduler.step_frames(noise, step_index, latents)
         return vae_decode(self.vae, latents)

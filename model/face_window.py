@@ -15,13 +15,8 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 from model.attention import WindowContext, install_attention
 from model.face_sgdm import FaceEnhancer
-from model.sgdm import (
-    conditioning_embedding,
-    controlnet_unet_noise,
-    precomputed_conditioning,
-    vae_decode,
-    vae_encode,
-)
+from model.guided import controlnet_unet_noise, precomputed_conditioning
+from model.sgdm import conditioning_embedding, vae_decode, vae_encode
 
 # Face UNet -> the denoiser whose window context its attention reads. One UNet serves every
 # denoiser over the same enhancer (the sessions of one identity share it), each with its

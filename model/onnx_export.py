@@ -42,8 +42,9 @@ from torch import nn
 from model.components import build_components
 from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.errors import AnchorError
+from model.guided import controlnet_unet_noise
 from model.onnx_runtime import MANIFEST, MANIFEST_FORMAT
-from model.sgdm import SGDMDenoiser, conditioning_embedding, precomputed_conditioning
+from model.sgdm import SGDMDenoiser, conditioning_embedding
 
 log = logging.getLogger("anchor.model.onnx")
 
@@ -55,8 +56,9 @@ EXTERNAL_DATA_BYTES = 1_800_000_000
 class WindowNoiseGraph(nn.Module):
     """ControlNet + UNet for W windows of F frames: what ``denoiser.onnx`` computes.
 
-    Same arithmetic as ``SGDMDenoiser.denoise_windows``, written with shapes read from the
-    inputs (traced as graph dimensions) instead of Python integers.
+    ``SGDMDenoiser.denoise_windows``'s ControlNet + UNet call (model/guided.py), with the
+    batch flattened by shapes read from the inputs (traced as graph dimensions) instead of
+    Python integers, and the conditioning scale a graph input.
     """
 
     def __init__(self, denoiser: SGDMDenoiser) -> None:
@@ -80,39 +82,18 @@ class WindowNoiseGraph(nn.Module):
         per_frame_tokens = tokens[:, None].expand(-1, frames, -1, -1).flatten(0, 1)
         cond = conditions.flatten(0, 1)
         with self.context.traced_frames(frames):
-            down, mid = self._controlnet(
-                sample, per_frame_t, per_frame_tokens, cond, controlnet_scale
-            )
-            noise = self.unet(
+            noise = controlnet_unet_noise(
+                self.unet,
+                self.controlnet,
+                sample,
                 sample,
                 per_frame_t,
-                encoder_hidden_states=per_frame_tokens,
-                down_block_additional_residuals=down,
-                mid_block_additional_residual=mid,
-                return_dict=False,
-            )[0]
-        return noise.reshape(latents.shape)  # type: ignore[no-any-return]
-
-    def _controlnet(
-        self,
-        sample: torch.Tensor,
-        timesteps: torch.Tensor,
-        tokens: torch.Tensor,
-        cond: torch.Tensor,
-        scale: torch.Tensor,
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        kwargs: dict[str, Any] = {
-            "encoder_hidden_states": tokens,
-            "controlnet_cond": cond,
-            "conditioning_scale": scale,
-            "return_dict": False,
-        }
-        if self.cache_conditioning:
-            with precomputed_conditioning(self.controlnet):
-                down, mid = self.controlnet(sample, timesteps, **kwargs)
-        else:
-            down, mid = self.controlnet(sample, timesteps, **kwargs)
-        return list(down), mid
+                per_frame_tokens,
+                cond,
+                controlnet_scale,
+                precomputed=self.cache_conditioning,
+            )
+        return noise.reshape(latents.shape)
 
 
 class ConditioningGraph(nn.Module):

@@ -1,6 +1,6 @@
 """``model.backend = "onnxruntime"``: the body SGDM run from ``anchor export-onnx`` graphs.
 
-``load_onnx_components`` reads ``model.onnx_dir`` (see model/onnx_export.py for what it
+``load_onnx_denoiser`` reads ``model.onnx_dir`` (see model/onnx_export.py for what it
 holds), checks its manifest against the config and returns Components whose denoiser,
 an ``OnnxDenoiser``, runs the graphs with ONNX Runtime. onnxruntime is imported here only,
 inside functions, so the torch backend never loads it.
@@ -22,6 +22,7 @@ import torch
 
 from model.config import ModelConfig, SamplerConfig
 from model.errors import AnchorError
+from model.guided import guide, guided_branches, uses_guidance
 
 if TYPE_CHECKING:
     from onnxruntime import InferenceSession
@@ -135,8 +136,9 @@ class OnnxDenoiser:
     """Body SGDM on ONNX Runtime behind the ``WindowDenoiser`` contract (model/denoiser.py).
 
     Both CFG halves of a call go through ``denoiser.onnx`` in one run (its window axis is
-    dynamic), then are combined as in ``SGDMDenoiser``: uncond + g * (cond - uncond) when
-    guidance_scale > 1. Inputs and outputs are float32 CPU tensors.
+    dynamic), then are combined by ``model.guided.guide`` as in ``SGDMDenoiser``:
+    uncond + g * (cond - uncond) when guidance_scale > 1. Inputs and outputs are float32
+    CPU tensors.
     """
 
     def __init__(
@@ -169,7 +171,7 @@ class OnnxDenoiser:
 
     @property
     def uses_guidance(self) -> bool:
-        return self.guidance_scale > 1.0
+        return uses_guidance(self.guidance_scale)
 
     def encode_conditions(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) float32 [0, 1] -> (N, C0, H/8, W/8) embedding (cached
@@ -213,28 +215,21 @@ class OnnxDenoiser:
         self, latents: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(cond, uncond) noise, each (W, F, C, h, w) float32; uncond is None without CFG."""
-        windows = latents.shape[0]
-        if timesteps.shape != (windows,):
-            raise ValueError(f"timesteps must be ({windows},), got {tuple(timesteps.shape)}")
-        cond_tokens = self.appearance.expand(windows, -1, -1)
-        if not self.uses_guidance:
-            return self.denoise_windows(latents, timesteps, cond_tokens, conditions), None
-        noise = self.denoise_windows(
-            torch.cat([latents, latents]),
-            torch.cat([timesteps, timesteps]),
-            torch.cat([cond_tokens, self.null_embedding.expand(windows, -1, -1)]),
-            torch.cat([conditions, conditions]),
+        return guided_branches(
+            self.denoise_windows,
+            latents,
+            timesteps,
+            conditions,
+            self.appearance,
+            self.null_embedding,
+            self.uses_guidance,
         )
-        return noise[:windows], noise[windows:]
 
     def predict(
         self, latents: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor
     ) -> torch.Tensor:
         """Guided noise (W, F, C, h, w) float32 for W windows (see WindowDenoiser.predict)."""
-        cond, uncond = self.predict_branches(latents, timesteps, conditions)
-        if uncond is None:
-            return cond
-        return uncond + self.guidance_scale * (cond - uncond)
+        return guide(*self.predict_branches(latents, timesteps, conditions), self.guidance_scale)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(N, C, h, w) latents -> (N, 3, H, W) float32 images in [0, 1] on the CPU."""

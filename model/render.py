@@ -1,8 +1,14 @@
-"""Headless SMPL-X mesh rendering (pyrender offscreen, EGL or OSMesa).
+"""Headless SMPL-X mesh rendering: the ControlNet's condition images.
 
-The look is the one of the SHOW renders the official checkpoints were trained on:
-mesh colour (0.3, 0.5, 0.55), metallic 0.2, roughness 0.6, ambient 0.3, point and spot
-lights, black background.
+``MotionRenderer.render(frames)`` turns a window of ``MotionFrame``s into a
+``RenderedWindow``: ``(N, H, W, 3)`` uint8 RGB images of ``render.width`` x
+``render.height`` and the ``(N, 51, 2)`` face landmarks in their pixels. ``MeshRenderer``
+is the part below it: ``(N, V, 3)`` camera-space vertices and one ``Intrinsics`` per frame
+-> images. The look is the one of the SHOW renders the official checkpoints were trained
+on: mesh colour (0.3, 0.5, 0.55), metallic 0.2, roughness 0.6, ambient 0.3, a spot light
+and two point lights, black background. ``render.antialias`` draws with 4x multisampling
+as pyrender's own framebuffer path does (same pixels); off, the default, only silhouette
+pixels differ.
 
 Cameras use the OpenCV convention (x right, y down, z forward) in which TalkSHOW,
 EMAGE and SHOW parameters live. A frame's own camera is used as given. Otherwise a
@@ -10,41 +16,16 @@ EMAGE and SHOW parameters live. A frame's own camera is used as given. Otherwise
 body upright and towards the camera (whatever the source's world axes) and frames it,
 and is then kept so the view never jumps.
 
-``PYOPENGL_PLATFORM`` must be set before anything imports OpenGL: ``configure_gl`` is
-the one place that does it, and every pyrender import here goes through it.
-
-Speed (pose -> vertices -> image, 16-frame windows, 512x512, llvmpipe on the 2-core
-machine under a load average of 5-7; variants compared interleaved in one process,
-medians). Before this tuning 10.8 frames/s, now 30.4 with antialiasing and 74.5
-without (the default), one run at a load average of 5.2. Rasterising and shading
-inside llvmpipe is nearly all of a frame now; the figures per step below were each
-measured against the step before.
-- Mesh shader with the light counts as compile-time constants (pyrender loops over
-  uniform counts): same pixels, 2x faster (8.0 -> 15.3 frames/s with antialiasing,
-  15.9 -> 25.8 without). The lights, ambient light and camera position as constants
-  too: another 1.27x (32.7 -> 41.6 without antialiasing, same pixels; with it, one
-  pixel in 4.2 million moved by one level).
-- ``render.antialias`` off: 4x multisampling costs 2.3x the rasterisation plus a 7 ms
-  resolve per frame (25.5 vs 52.2 frames/s); without it 1.4% of the pixels differ, all
-  on the silhouette (mean 0.23 levels over the image). With it on, the images equal
-  pyrender's own framebuffer path (tested pixel for pixel on a posed window; see the
-  constants above for the rare one-level pixel). pyrender's OSMesa path never
-  antialiased (it reads the default framebuffer); here both platforms agree.
-- Colour-only readback (pyrender also resolves, reads and linearises depth): not
-  measurable through the noise. RGB rows read top to bottom straight into the
-  window's array (GL_MESA_pack_invert) instead of a flipped RGBA copy: 2.4 ms a frame.
-- Body model 218 -> 23 ms per window (see ``model.body``); vertex normals for the
-  whole window in one pass, about 0.7 ms per frame less.
-- No effect measurable through the load: ``LP_NUM_THREADS`` 1, 2 or 4. OSMesa gives the
-  same pixels as EGL, about 20% slower (31 vs 37 frames/s). ``GALLIUM_DRIVER=softpipe``:
-  1.7 frames/s (OSMesa; EGL cannot create its context). Shadows are already off (no
-  shadow flags); fewer lights would change the look.
+GL contexts: the process picks its platform (EGL or OSMesa) once, before anything imports
+OpenGL (``configure_gl``; ``MeshRenderer`` calls it). Each renderer owns one offscreen
+context, made current on the thread that creates it and on the thread that calls
+``render``: create, use and ``close`` a renderer on one thread, one renderer per thread.
+Any number of renderers may live in one process; ``close`` frees only its own context.
+Everything that reaches into pyrender's internals lives in model/pyrender_compat.py.
 """
 
 from __future__ import annotations
 
-import ctypes.util
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,6 +38,13 @@ from model.body import BodyOutput
 from model.config import RenderConfig
 from model.errors import AnchorError
 from model.motion.frame import Camera
+from model.pyrender_compat import (
+    configure_gl,
+    create_offscreen,
+    drawing,
+    release,
+    write_vertex_buffer,
+)
 
 MESH_COLOR = (0.3, 0.5, 0.55, 1.0)
 METALLIC = 0.2
@@ -67,50 +55,10 @@ Z_NEAR, Z_FAR = 0.05, 100.0
 # light at the camera and point lights (position, intensity).
 SPOT_INTENSITY, SPOT_OUTER_ANGLE = 12.0, np.pi / 5
 POINT_LIGHTS = (((1.5, 1.5, 0.0), 6.0), ((-1.5, 0.5, 0.5), 4.0))
-PACK_INVERT_MESA = 0x8758  # GL_MESA_pack_invert: glReadPixels rows top to bottom
 ANTIALIAS_SAMPLES = 4  # multisample count when render.antialias is on (pyrender's own)
 SESSION_DISTANCE = 3.0  # metres from the default camera to the framed body
 JOINT_PELVIS, JOINT_LEFT_HIP, JOINT_RIGHT_HIP, JOINT_NECK = 0, 1, 2, 12
 JOINT_LEFT_SHOULDER, JOINT_RIGHT_SHOULDER = 16, 17
-
-
-def configure_gl(backend: str = "auto") -> str:
-    """Selects the PyOpenGL platform ("egl" or "osmesa") before OpenGL is imported.
-
-    ``auto`` picks EGL when libEGL is present, else OSMesa when libOSMesa is. Raises
-    ``AnchorError`` when the requested platform is missing, or when OpenGL was
-    already imported with another platform (it cannot change within a process).
-    """
-    chosen = os.environ.get("PYOPENGL_PLATFORM") if backend == "auto" else backend
-    if chosen is None:
-        if ctypes.util.find_library("EGL"):
-            chosen = "egl"
-        elif ctypes.util.find_library("OSMesa"):
-            chosen = "osmesa"
-        else:
-            raise AnchorError(
-                "render.backend: neither libEGL nor libOSMesa is installed "
-                "(apt-get install libegl1 libegl-mesa0 libosmesa6)"
-            )
-    if chosen not in ("egl", "osmesa"):
-        raise AnchorError(f"render.backend: unsupported platform {chosen!r}")
-    current = os.environ.get("PYOPENGL_PLATFORM")
-    import sys
-
-    if "OpenGL" in sys.modules and current != chosen:
-        raise AnchorError(
-            f"render.backend: OpenGL is already loaded for {current!r}, cannot switch to "
-            f"{chosen!r} in this process"
-        )
-    os.environ["PYOPENGL_PLATFORM"] = chosen
-    _numpy2_compat()
-    return chosen
-
-
-def _numpy2_compat() -> None:
-    """pyrender 0.1.45 uses aliases NumPy 2 removed; restore them before it is used."""
-    if not hasattr(np, "infty"):
-        np.infty = np.inf  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,130 +201,6 @@ def _specialize_mesh_shader(text: str) -> str:
     return text
 
 
-def _program_cache(specialize: bool) -> Any:
-    """pyrender's shader cache; with ``specialize``, mesh programs for this module's scene."""
-    from pyrender.shader_program import ShaderProgramCache
-
-    class ProgramCache(ShaderProgramCache):  # type: ignore[misc]
-        def get_program(
-            self,
-            vertex_shader: str,
-            fragment_shader: str,
-            geometry_shader: str | None = None,
-            defines: dict[str, Any] | None = None,
-        ) -> Any:
-            program = super().get_program(vertex_shader, fragment_shader, geometry_shader, defines)
-            if (
-                specialize
-                and fragment_shader == "mesh.frag"
-                and not program._in_context()
-                and "_load" not in vars(program)
-            ):
-                load = program._load
-
-                def specialized_load(filename: str) -> str:
-                    text = load(filename)
-                    if filename.endswith("mesh.frag"):
-                        text = _specialize_mesh_shader(text)
-                    return str(text)
-
-                program._load = specialized_load
-            return program
-
-    return ProgramCache()
-
-
-def _scene_renderer(width: int, height: int, samples: int, specialize: bool = True) -> Any:
-    """pyrender's ``Renderer`` drawing into a ``samples``-per-pixel framebuffer (0: none).
-
-    pyrender always draws offscreen into a 4x multisample framebuffer, resolves colour
-    AND depth into a second one and reads both back. Here the draw framebuffer has
-    ``samples`` samples (0: single-sample), and with ``target`` set (an ``(H, W, 3)``
-    uint8 image) the readback resolves and reads colour alone, rows top to bottom,
-    straight into it (Mesa's pack-invert; a flipped copy where that is missing). Without
-    ``target`` it returns ``(color, depth)`` exactly as pyrender does (subclasses of
-    ``MeshRenderer`` use it).
-    """
-    import pyrender
-    from OpenGL import GL
-
-    class SceneRenderer(pyrender.Renderer):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__(width, height)
-            self._program_cache = _program_cache(specialize)
-            self.samples = samples
-            # Set: the colour-only readback writes into this (H, W, 3) uint8 image.
-            self.target: NDArray[np.uint8] | None = None
-            self.readback = np.empty((height, width, 3), dtype=np.uint8)
-            self.pack_invert: bool | None = None  # GL_MESA_pack_invert, known once current
-            self._main_fb: int | None = None  # made on first draw (pyrender's protocol)
-            self._main_fb_ms: int | None = None
-
-        def _configure_main_framebuffer(self) -> None:
-            if self._main_fb is not None:
-                return
-            # The resolve target (colour + depth, single-sample): pyrender's own readback
-            # reads it, the colour-only one too when the draw framebuffer is multisample.
-            self._main_cb, self._main_db = GL.glGenRenderbuffers(2)
-            self._main_fb = self._framebuffer(self._main_cb, self._main_db, 0)
-            # The draw target (pyrender calls it the multisample one whatever ``samples``).
-            self._main_cb_ms, self._main_db_ms = GL.glGenRenderbuffers(2)
-            self._main_fb_ms = self._framebuffer(self._main_cb_ms, self._main_db_ms, self.samples)
-            self._main_fb_dims = (width, height)
-
-        def _framebuffer(self, color: int, depth: int, count: int) -> int:
-            for buffer, storage in ((color, GL.GL_RGBA8), (depth, GL.GL_DEPTH_COMPONENT24)):
-                GL.glBindRenderbuffer(GL.GL_RENDERBUFFER, buffer)
-                if count > 0:
-                    GL.glRenderbufferStorageMultisample(
-                        GL.GL_RENDERBUFFER, count, storage, width, height
-                    )
-                else:
-                    GL.glRenderbufferStorage(GL.GL_RENDERBUFFER, storage, width, height)
-            framebuffer = int(GL.glGenFramebuffers(1))
-            GL.glBindFramebuffer(GL.GL_DRAW_FRAMEBUFFER, framebuffer)
-            GL.glFramebufferRenderbuffer(
-                GL.GL_DRAW_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, GL.GL_RENDERBUFFER, color
-            )
-            GL.glFramebufferRenderbuffer(
-                GL.GL_DRAW_FRAMEBUFFER, GL.GL_DEPTH_ATTACHMENT, GL.GL_RENDERBUFFER, depth
-            )
-            return framebuffer
-
-        def _read_main_framebuffer(self, scene: Any, flags: int) -> Any:
-            target = self.target
-            if target is None:
-                return super()._read_main_framebuffer(scene, flags)
-            source = self._main_fb_ms
-            if self.samples > 0:
-                GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, self._main_fb_ms)
-                GL.glBindFramebuffer(GL.GL_DRAW_FRAMEBUFFER, self._main_fb)
-                GL.glBlitFramebuffer(
-                    0, 0, width, height, 0, 0, width, height,
-                    GL.GL_COLOR_BUFFER_BIT, GL.GL_NEAREST,
-                )  # fmt: skip
-                source = self._main_fb
-            GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, source)
-            GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
-            if self.pack_invert is None:
-                count = int(GL.glGetIntegerv(GL.GL_NUM_EXTENSIONS))
-                names = {GL.glGetStringi(GL.GL_EXTENSIONS, index) for index in range(count)}
-                self.pack_invert = b"GL_MESA_pack_invert" in names
-            if self.pack_invert:
-                # Mesa returns the rows top to bottom: straight into the caller's image.
-                GL.glPixelStorei(PACK_INVERT_MESA, 1)
-                GL.glReadPixels(0, 0, width, height, GL.GL_RGB, GL.GL_UNSIGNED_BYTE, target)
-                GL.glPixelStorei(PACK_INVERT_MESA, 0)
-            else:
-                GL.glReadPixels(
-                    0, 0, width, height, GL.GL_RGB, GL.GL_UNSIGNED_BYTE, self.readback
-                )  # fmt: skip
-                target[...] = self.readback[::-1]
-            return target
-
-    return SceneRenderer()
-
-
 def frame_intrinsics(camera: Camera, config: RenderConfig) -> Intrinsics:
     """A frame's camera scaled from its image size to the render size."""
     scale_x, scale_y = config.width / camera.width, config.height / camera.height
@@ -407,18 +231,13 @@ class MeshRenderer:
             (np.ones(face_ids.size, dtype=np.float32), (self.faces.ravel(), face_ids)),
             shape=(vertex_count, len(self.faces)),
         )
-        try:
-            self._renderer = pyrender.OffscreenRenderer(config.width, config.height)
-            self._renderer._renderer = _scene_renderer(
-                config.width,
-                config.height,
-                ANTIALIAS_SAMPLES if config.antialias else 0,
-            )
-        except Exception as err:  # pyrender raises bare RuntimeError/ImportError variants
-            raise AnchorError(
-                f"render.backend: cannot create an offscreen {os.environ['PYOPENGL_PLATFORM']} "
-                f"context ({err}); try render.backend=osmesa or egl"
-            ) from err
+        # pyrender's OffscreenRenderer: its GL context, drawn into by pyrender_compat.
+        self._renderer = create_offscreen(
+            config.width,
+            config.height,
+            ANTIALIAS_SAMPLES if config.antialias else 0,
+            _specialize_mesh_shader,
+        )
         self._scene = pyrender.Scene(bg_color=[0.0, 0.0, 0.0, 1.0], ambient_light=[AMBIENT] * 3)
         material = pyrender.MetallicRoughnessMaterial(
             metallicFactor=METALLIC,
@@ -478,21 +297,15 @@ class MeshRenderer:
             self._primitive.positions = positions
             self._primitive.normals = normals
             return
-        from OpenGL import GL
-
         interleaved = self._interleaved
         interleaved[:, :3] = positions
         interleaved[:, 3:] = normals
-        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self._primitive._buffers[0])
-        GL.glBufferSubData(GL.GL_ARRAY_BUFFER, 0, interleaved.nbytes, interleaved)
-        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, 0)
+        write_vertex_buffer(self._primitive, interleaved)
 
     def render(
         self, vertices: NDArray[np.float32], intrinsics: Sequence[Intrinsics]
     ) -> NDArray[np.uint8]:
         """``(N, V, 3)`` OpenCV camera-space vertices -> ``(N, H, W, 3)`` uint8 RGB images."""
-        import pyrender
-
         if len(intrinsics) != len(vertices):
             raise ValueError(f"{len(vertices)} frames of vertices, {len(intrinsics)} cameras")
         images = np.empty((len(vertices), self.config.height, self.config.width, 3), np.uint8)
@@ -502,9 +315,7 @@ class MeshRenderer:
         # A subclass with its own _upload (extra vertex attributes) keeps writing the buffer.
         own_upload = type(self)._upload is MeshRenderer._upload
         normals = self.vertex_normals(positions) if own_upload else None
-        platform, scene_renderer = self._renderer._platform, self._renderer._renderer
-        platform.make_current()
-        try:
+        with drawing(self._renderer) as draw:
             for index, camera in enumerate(intrinsics):
                 if normals is not None:
                     self._write_vertices(positions[index], normals[index])
@@ -512,38 +323,14 @@ class MeshRenderer:
                     self._upload(positions[index])
                 self._camera.fx, self._camera.fy = camera.fx, camera.fy
                 self._camera.cx, self._camera.cy = camera.cx, camera.cy
-                scene_renderer.target = images[index]
-                scene_renderer.render(self._scene, pyrender.RenderFlags.OFFSCREEN)
+                draw(self._scene, images[index])
                 self._uploaded = True
-        finally:
-            scene_renderer.target = None
-            platform.make_uncurrent()
         return images
 
     def close(self) -> None:
-        """Frees this renderer's GL objects and context.
-
-        pyrender's EGL teardown calls eglTerminate on the display, which every
-        renderer of the process shares: it would break the other sessions' renderers.
-        Here only this context is destroyed.
-        """
-        platform = self._renderer._platform
-        if platform is None:
-            return
-        if os.environ.get("PYOPENGL_PLATFORM") == "egl":
-            from OpenGL import EGL
-
-            platform.make_current()
-            self._renderer._renderer.delete()
-            EGL.eglMakeCurrent(
-                platform._egl_display, EGL.EGL_NO_SURFACE, EGL.EGL_NO_SURFACE, EGL.EGL_NO_CONTEXT
-            )
-            EGL.eglDestroyContext(platform._egl_display, platform._egl_context)
-            platform._egl_context = None
-            platform._egl_display = None
-            self._renderer._platform = None
-        else:
-            self._renderer.delete()
+        """Frees this renderer's GL objects and context (only its own: other renderers of
+        the process keep working). A second call does nothing."""
+        release(self._renderer)
 
 
 @dataclass(slots=True)

@@ -2,14 +2,12 @@
 
 ``SGDMDenoiser`` implements the ``WindowDenoiser`` contract of model/denoiser.py. The loops
 (offline here, streaming in streaming/) hand it windows of latents; it runs UNet and
-ControlNet over all frames of all windows (and both CFG halves) in one batch, with the
-window attention of model/attention.py.
+ControlNet (model/guided.py) over all frames of all windows (and both CFG halves) in one
+batch, with the window attention of model/attention.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -18,75 +16,15 @@ import torch.nn.functional as F
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
-from torch import nn
 from transformers import CLIPVisionModel
 
 from model.attention import WindowContext, install_attention, set_window_groupnorm
 from model.config import AttentionMode
+from model.guided import controlnet_unet_noise, guide, guided_branches, uses_guidance
 
 # OpenAI CLIP preprocessing constants (CLIPImageProcessor defaults).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@contextmanager
-def precomputed_conditioning(controlnet: ControlNetModel) -> Iterator[None]:
-    """Within the block, ``controlnet_cond`` is the already computed conditioning embedding.
-
-    The embedding (``controlnet.controlnet_cond_embedding``) does not depend on the
-    timestep, so it is computed once per frame and its submodule is swapped for an
-    identity during the call; the parameters are restored (and never leave the model's
-    state dict outside the block).
-    """
-    # A torch.compile'd ControlNet runs its original module: patch that one.
-    target = getattr(controlnet, "_orig_mod", controlnet)
-    embedding_module = target.controlnet_cond_embedding
-    target.controlnet_cond_embedding = nn.Identity()
-    try:
-        yield
-    finally:
-        target.controlnet_cond_embedding = embedding_module
-
-
-def controlnet_unet_noise(
-    unet: UNet2DConditionModel,
-    controlnet: ControlNetModel,
-    control_input: torch.Tensor,
-    unet_input: torch.Tensor,
-    timesteps: torch.Tensor,
-    tokens: torch.Tensor,
-    controlnet_cond: torch.Tensor,
-    controlnet_scale: float,
-    guidance_scale: float,
-) -> torch.Tensor:
-    """One ControlNet + UNet evaluation, guided when ``guidance_scale > 1``.
-
-    control_input: (B, 4, h, w) noisy latents for the ControlNet; unet_input: (B, Cu, h, w)
-    (the same latents, or with inpainting channels appended); timesteps (B,); tokens
-    (B, T, D); controlnet_cond: (B, ...) image or precomputed embedding. With guidance the
-    batch holds the cond half then the uncond half, and the result is
-    uncond + g * (cond - uncond), (B/2, 4, h, w) float32; else (B, 4, h, w) float32.
-    """
-    down, mid = controlnet(
-        control_input,
-        timesteps,
-        encoder_hidden_states=tokens,
-        controlnet_cond=controlnet_cond,
-        conditioning_scale=controlnet_scale,
-        return_dict=False,
-    )
-    noise = unet(
-        unet_input,
-        timesteps,
-        encoder_hidden_states=tokens,
-        down_block_additional_residuals=list(down),
-        mid_block_additional_residual=mid,
-        return_dict=False,
-    )[0].float()
-    if guidance_scale > 1.0:
-        cond, uncond = noise.chunk(2)
-        noise = uncond + guidance_scale * (cond - uncond)
-    return noise
 
 
 @torch.no_grad()
@@ -214,7 +152,7 @@ class SGDMDenoiser:
 
     @property
     def uses_guidance(self) -> bool:
-        return self.guidance_scale > 1.0
+        return uses_guidance(self.guidance_scale)
 
     def encode_conditions(self, images: torch.Tensor) -> torch.Tensor:
         """Mesh renders (N, 3, H, W) float32 [0, 1] -> per-frame conditions.
@@ -255,44 +193,18 @@ class SGDMDenoiser:
             self.device, self.dtype
         )
         with self.context.frames(frames):
-            down, mid = self._controlnet(sample, per_frame_t, tokens, cond)
-            noise = self.unet(
+            noise = controlnet_unet_noise(
+                self.unet,
+                self.controlnet,
+                sample,
                 sample,
                 per_frame_t,
-                encoder_hidden_states=tokens,
-                down_block_additional_residuals=down,
-                mid_block_additional_residual=mid,
-                return_dict=False,
-            )[0]
-        return noise.float().reshape(latents.shape)
-
-    def _controlnet(
-        self,
-        sample: torch.Tensor,
-        timesteps: torch.Tensor,
-        tokens: torch.Tensor,
-        cond: torch.Tensor,
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        if self.cache_conditioning:
-            with precomputed_conditioning(self.controlnet):
-                down, mid = self.controlnet(
-                    sample,
-                    timesteps,
-                    encoder_hidden_states=tokens,
-                    controlnet_cond=cond,
-                    conditioning_scale=self.controlnet_scale,
-                    return_dict=False,
-                )
-        else:
-            down, mid = self.controlnet(
-                sample,
-                timesteps,
-                encoder_hidden_states=tokens,
-                controlnet_cond=cond,
-                conditioning_scale=self.controlnet_scale,
-                return_dict=False,
+                tokens,
+                cond,
+                self.controlnet_scale,
+                precomputed=self.cache_conditioning,
             )
-        return list(down), mid
+        return noise.reshape(latents.shape)
 
     def predict_branches(
         self, latents: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor
@@ -301,32 +213,21 @@ class SGDMDenoiser:
 
         Both halves run in one batched call: [W cond windows; W uncond windows].
         """
-        windows = latents.shape[0]
-        if timesteps.shape != (windows,):
-            raise ValueError(f"timesteps must be ({windows},), got {tuple(timesteps.shape)}")
-        cond_tokens = self.appearance.expand(windows, -1, -1)
-        if not self.uses_guidance:
-            return self.denoise_windows(latents, timesteps, cond_tokens, conditions), None
-        null_tokens = self.null_embedding.expand(windows, -1, -1)
-        noise = self.denoise_windows(
-            torch.cat([latents, latents]),
-            torch.cat([timesteps, timesteps]),
-            torch.cat([cond_tokens, null_tokens]),
-            torch.cat([conditions, conditions]),
+        return guided_branches(
+            self.denoise_windows,
+            latents,
+            timesteps,
+            conditions,
+            self.appearance,
+            self.null_embedding,
+            self.uses_guidance,
         )
-        return noise[:windows], noise[windows:]
-
-    def guide(self, cond: torch.Tensor, uncond: torch.Tensor | None) -> torch.Tensor:
-        """uncond + g * (cond - uncond); cond when guidance is off."""
-        if uncond is None:
-            return cond
-        return uncond + self.guidance_scale * (cond - uncond)
 
     def predict(
         self, latents: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor
     ) -> torch.Tensor:
         """Guided noise (W, F, C, h, w) float32 for W windows (see WindowDenoiser.predict)."""
-        return self.guide(*self.predict_branches(latents, timesteps, conditions))
+        return guide(*self.predict_branches(latents, timesteps, conditions), self.guidance_scale)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(N, C, h, w) latents -> (N, 3, H, W) float32 images in [0, 1] on the CPU."""

@@ -7,8 +7,8 @@ them, so a clip comes out as a live session would produce it.
 
 from __future__ import annotations
 
-from model.components import Components
 from model.config import FaceConfig, SamplerConfig
+from model.placement import Components
 from streaming.frames import CommittedFrame, ConditionFrame
 from streaming.stages import StageChain
 

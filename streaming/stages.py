@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from model.components import Components
 from model.config import FaceConfig, RenderConfig, SamplerConfig
 from model.denoiser import WindowDenoiser
 from model.errors import AnchorError
 from model.motion.conditions import ConditionWindow
 from model.motion.frame import MotionFrame
+from model.placement import Components
 from model.video_io import to_uint8
 from streaming.face_stage import FaceStage, frame_face_geometry
 from streaming.frames import CommittedFrame, ConditionFrame

@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from model.components import Components
 from model.config import ModelConfig
 from model.motion.frame import MotionFrame
+from model.placement import Components
 from streaming.frames import ConditionFrame
 from streaming.pipeline import OutputFrame, PipelineSink, worker_latency_frames
 from streaming.stages import RenderStage, StageChain, StageOutput, output_images

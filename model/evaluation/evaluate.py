@@ -28,8 +28,8 @@ from model.evaluation.config import EvalConfig
 from model.evaluation.lmd import landmark_mean_distance
 from model.evaluation.pixels import flicker_report, l1, mse_per_frame, psnr_from_mse, ssim
 from model.evaluation.video import check_pair
+from model.motion.clip import MotionClip
 from model.motion.frame import BodyModelSettings, MotionFrame
-from model.motion.readers import MotionClip
 
 METRICS = ("ssim", "psnr", "l1", "flicker", "lpips", "fid", "fvd", "lmd")
 LMD_GROUPS = ("face", "body", "hands")

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from model.config import RenderConfig
 from model.motion.frame import BodyModelSettings, MotionFrame
-from model.standin import JOINT, SMPLX_VERTEX_IDS
+from model.smplx_layout import JOINT, SMPLX_VERTEX_IDS
 
 WHOLEBODY_KEYPOINTS = 133
 COCO_BODY_KEYPOINTS = 17

@@ -14,8 +14,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model.config import RenderConfig
+from model.motion.clip import MotionClip
 from model.motion.frame import BodyModelSettings, MotionFrame
-from model.motion.readers import MotionClip, open_motion
+from model.motion.readers import open_motion
 
 
 @dataclass(slots=True)

@@ -1,5 +1,8 @@
 """Motion file readers and writers: TalkSHOW .npy, EMAGE .npz, SHOW all.pkl, our own .npz.
 
+SHOW's pickle lives in model/motion/show.py, the ``MotionClip`` every reader returns in
+model/motion/clip.py.
+
 ``open_motion(path)`` detects the layout from the file's content (never its name) and
 returns a ``MotionClip`` that produces validated ``MotionFrame``s lazily: TalkSHOW
 arrays are memory-mapped, npz members are read once each on first use, so a long
@@ -12,28 +15,32 @@ Only numpy and the standard library (the server may read motion files).
 from __future__ import annotations
 
 import json
-import pickle
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
+from model.motion.clip import (
+    ColumnSource,
+    MotionClip,
+    fixed_column,
+    float_array,
+    frame_rows,
+    npz_column,
+)
 from model.motion.frame import (
     DEFAULT_FPS,
-    DEFAULT_LIMITS,
     EMAGE_SETTINGS,
-    HAND_AXIS_ANGLE,
     TALKSHOW_SETTINGS,
     VECTOR_FIELDS,
     BodyModelSettings,
     Camera,
     MotionFormatError,
     MotionFrame,
-    MotionLimits,
-    validate_frame,
 )
+from model.motion.show import open_show
 
 TALKSHOW_COLUMNS = {
     "jaw_pose": slice(0, 3),
@@ -59,122 +66,6 @@ FULL_POSE_COLUMNS = {
 FULL_POSE_WIDTH = 165
 ANCHOR_FORMAT = "anchor-motion"
 ANCHOR_VERSION = 1
-SHOW_KEYS = frozenset(
-    (
-        "body_pose_axis",
-        "betas",
-        "global_orient",
-        "transl",
-        "left_hand_pose",
-        "right_hand_pose",
-        "jaw_pose",
-        "leye_pose",
-        "reye_pose",
-        "expression",
-    )
-)
-
-ColumnSource = Callable[[], np.ndarray]
-
-
-class MotionClip:
-    """A motion file opened for reading: ``len(clip)`` frames, iterated lazily.
-
-    ``columns`` maps each field to a ``(T, k)`` array (possibly memory-mapped) or a
-    ``(k,)`` array shared by every frame; ``cameras`` optionally gives per-frame cameras.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        format: str,
-        length: int,
-        fps: float,
-        settings: BodyModelSettings,
-        columns: Mapping[str, ColumnSource],
-        hand_pca_count: int = 0,
-        camera: Callable[[int], Camera | None] | None = None,
-        seq: Sequence[int] | None = None,
-        pts: Sequence[float] | None = None,
-    ) -> None:
-        self.path = path
-        self.format = format
-        self.fps = fps
-        self.settings = settings
-        self.hand_pca_count = hand_pca_count
-        self._length = length
-        self._sources = dict(columns)
-        self._loaded: dict[str, np.ndarray] = {}
-        self._camera = camera
-        self._seq = seq
-        self._pts = pts
-
-    def __len__(self) -> int:
-        return self._length
-
-    def column(self, name: str) -> np.ndarray:
-        """The whole column of ``name`` (read from disk at most once)."""
-        if name not in self._loaded:
-            self._loaded[name] = self._sources[name]()
-        return self._loaded[name]
-
-    def frame(self, index: int, limits: MotionLimits = DEFAULT_LIMITS) -> MotionFrame:
-        """Frame ``index`` (0-based), validated."""
-        if not 0 <= index < self._length:
-            raise IndexError(f"frame {index} outside 0..{self._length - 1}")
-        fields: dict[str, np.ndarray] = {}
-        for name in self._sources:
-            values = self.column(name)
-            row = values if values.ndim == 1 else values[index]
-            fields[name] = np.array(row, dtype=np.float32).reshape(-1)
-        seq = int(self._seq[index]) if self._seq is not None else index
-        pts = float(self._pts[index]) if self._pts is not None else index / self.fps
-        frame = MotionFrame(
-            seq=seq,
-            pts=pts,
-            hand_pca_count=self.hand_pca_count,
-            camera=self._camera(index) if self._camera is not None else None,
-            **fields,
-        )
-        try:
-            validate_frame(frame, limits)
-        except MotionFormatError as err:
-            raise MotionFormatError(f"{self.path} frame {index}: {err}") from None
-        return frame
-
-    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[MotionFrame]:
-        """Frames ``start .. stop - 1``, one at a time."""
-        stop = self._length if stop is None else min(stop, self._length)
-        for index in range(start, stop):
-            yield self.frame(index)
-
-    def __iter__(self) -> Iterator[MotionFrame]:
-        return self.frames()
-
-
-def _fixed(value: np.ndarray) -> ColumnSource:
-    return lambda: value
-
-
-def _float_array(value: Any, key: str, path: Path) -> np.ndarray:
-    array = np.asarray(value)
-    if array.dtype.kind not in "fiu":
-        raise MotionFormatError(f"{path}: expected numbers, got dtype {array.dtype}", key)
-    return array.astype(np.float32, copy=False)
-
-
-def _rows(value: np.ndarray, key: str, path: Path, length: int, width: int | None) -> np.ndarray:
-    """Normalises ``value`` to ``(length, width)`` or a shared ``(width,)`` row."""
-    array = value.reshape(value.shape[0], -1) if value.ndim >= 2 else value
-    if array.ndim == 2 and array.shape[0] == 1 and length != 1:
-        array = array[0]
-    if array.ndim == 2 and array.shape[0] != length:
-        raise MotionFormatError(f"{path}: {array.shape[0]} rows, expected {length}", key)
-    if width is not None and array.shape[-1] != width:
-        raise MotionFormatError(
-            f"{path}: {array.shape[-1]} values per frame, expected {width}", key
-        )
-    return array
 
 
 # ---------------------------------------------------------------- TalkSHOW (.npy)
@@ -190,7 +81,7 @@ def open_talkshow(path: Path, fps: float = DEFAULT_FPS) -> MotionClip:
     if array.dtype.kind != "f":
         raise MotionFormatError(f"{path}: expected floats, got {array.dtype}", "npy")
     columns: dict[str, ColumnSource] = {
-        name: _fixed(array[:, columns]) for name, columns in TALKSHOW_COLUMNS.items()
+        name: fixed_column(array[:, columns]) for name, columns in TALKSHOW_COLUMNS.items()
     }
     return MotionClip(path, "talkshow", array.shape[0], fps, TALKSHOW_SETTINGS, columns)
 
@@ -209,33 +100,25 @@ def write_talkshow(path: Path, frames: Sequence[MotionFrame]) -> None:
 # ---------------------------------------------------------------- EMAGE (.npz)
 
 
-def _npz_member(path: Path, key: str) -> ColumnSource:
-    def load() -> np.ndarray:
-        with np.load(path, allow_pickle=False) as archive:
-            return _float_array(archive[key], key, path)
-
-    return load
-
-
 def _open_emage(path: Path, archive: np.lib.npyio.NpzFile) -> MotionClip:
     for key in ("poses", "expressions", "trans"):
         if key not in archive.files:
             raise MotionFormatError(f"{path}: EMAGE motion lacks {key!r}", key)
-    poses = _float_array(archive["poses"], "poses", path)
+    poses = float_array(archive["poses"], "poses", path)
     length = poses.shape[0]
-    poses = _rows(poses, "poses", path, length, FULL_POSE_WIDTH)
+    poses = frame_rows(poses, "poses", path, length, FULL_POSE_WIDTH)
     fps = float(archive["mocap_frame_rate"]) if "mocap_frame_rate" in archive.files else DEFAULT_FPS
     columns: dict[str, ColumnSource] = {
-        name: _fixed(poses[:, columns]) for name, columns in FULL_POSE_COLUMNS.items()
+        name: fixed_column(poses[:, columns]) for name, columns in FULL_POSE_COLUMNS.items()
     }
-    expressions = _float_array(archive["expressions"], "expressions", path)
-    columns["expression"] = _fixed(_rows(expressions, "expressions", path, length, None))
-    columns["transl"] = _fixed(
-        _rows(_float_array(archive["trans"], "trans", path), "trans", path, length, 3)
+    expressions = float_array(archive["expressions"], "expressions", path)
+    columns["expression"] = fixed_column(frame_rows(expressions, "expressions", path, length, None))
+    columns["transl"] = fixed_column(
+        frame_rows(float_array(archive["trans"], "trans", path), "trans", path, length, 3)
     )
     if "betas" in archive.files:
-        betas = _float_array(archive["betas"], "betas", path)
-        columns["betas"] = _fixed(_rows(betas, "betas", path, length, None))
+        betas = float_array(archive["betas"], "betas", path)
+        columns["betas"] = fixed_column(frame_rows(betas, "betas", path, length, None))
     return MotionClip(path, "emage", length, fps, EMAGE_SETTINGS, columns)
 
 
@@ -324,12 +207,12 @@ def _open_anchor(path: Path, archive: np.lib.npyio.NpzFile) -> MotionClip:
         raise MotionFormatError(f"{path}: unsupported format/version", "meta")
     seq = archive["seq"]
     length = seq.shape[0]
-    columns = {name: _npz_member(path, name) for name in VECTOR_FIELDS if name in archive.files}
+    columns = {name: npz_column(path, name) for name in VECTOR_FIELDS if name in archive.files}
     camera = None
     if "camera_focal" in archive.files:
-        focal = _float_array(archive["camera_focal"], "camera_focal", path)
-        principal = _float_array(archive["camera_principal"], "camera_principal", path)
-        translation = _float_array(archive["camera_translation"], "camera_translation", path)
+        focal = float_array(archive["camera_focal"], "camera_focal", path)
+        principal = float_array(archive["camera_principal"], "camera_principal", path)
+        translation = float_array(archive["camera_translation"], "camera_translation", path)
         size = np.asarray(archive["camera_size"])
 
         def camera(index: int) -> Camera:
@@ -353,129 +236,6 @@ def _open_anchor(path: Path, archive: np.lib.npyio.NpzFile) -> MotionClip:
         seq=seq.tolist(),
         pts=archive["pts"].tolist(),
     )
-
-
-# ---------------------------------------------------------------- SHOW (all.pkl)
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles plain containers and numpy arrays only: a pickle can run code otherwise."""
-
-    ALLOWED: ClassVar[set[tuple[str, str]]] = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("builtins", "slice"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise MotionFormatError(f"refusing to unpickle {module}.{name}", "pickle")
-
-
-def _open_show(path: Path, record: Mapping[str, Any], fps: float) -> MotionClip:
-    missing = sorted(SHOW_KEYS - set(record))
-    if missing:
-        raise MotionFormatError(f"{path}: SHOW motion lacks {missing}", missing[0])
-    body = _float_array(record["body_pose_axis"], "body_pose_axis", path)
-    length = body.shape[0]
-    columns: dict[str, ColumnSource] = {
-        "body_pose": _fixed(_rows(body, "body_pose_axis", path, length, 63)),
-    }
-    for key in ("global_orient", "transl", "jaw_pose", "leye_pose", "reye_pose"):
-        columns[key] = _fixed(_rows(_float_array(record[key], key, path), key, path, length, 3))
-    left = _rows(
-        _float_array(record["left_hand_pose"], "left_hand_pose", path),
-        "left_hand_pose",
-        path,
-        length,
-        None,
-    )
-    hand = left.shape[-1]
-    right = _rows(
-        _float_array(record["right_hand_pose"], "right_hand_pose", path),
-        "right_hand_pose",
-        path,
-        length,
-        hand,
-    )
-    columns["left_hand_pose"], columns["right_hand_pose"] = _fixed(left), _fixed(right)
-    betas = _rows(_float_array(record["betas"], "betas", path), "betas", path, length, None)
-    expression = _rows(
-        _float_array(record["expression"], "expression", path), "expression", path, length, None
-    )
-    columns["betas"], columns["expression"] = _fixed(betas), _fixed(expression)
-    hand_pca = 0 if hand == HAND_AXIS_ANGLE else hand
-    settings = BodyModelSettings(
-        num_betas=max(betas.shape[-1], 10),
-        num_expression=max(expression.shape[-1], 10),
-        use_pca=bool(hand_pca),
-        num_pca_comps=hand_pca or HAND_AXIS_ANGLE,
-        flat_hand_mean=False,
-    )
-    camera = _show_camera(path, record, length) if "focal_length" in record else None
-    return MotionClip(path, "show", length, fps, settings, columns, hand_pca, camera)
-
-
-def _show_camera(path: Path, record: Mapping[str, Any], length: int) -> Callable[[int], Camera]:
-    for key in ("camera_transl", "center", "width", "height"):
-        if key not in record:
-            raise MotionFormatError(f"{path}: SHOW camera lacks {key!r}", key)
-    focal = _float_array(record["focal_length"], "focal_length", path).reshape(-1)
-    translation = _rows(
-        _float_array(record["camera_transl"], "camera_transl", path),
-        "camera_transl",
-        path,
-        length,
-        3,
-    )
-    center = _rows(_float_array(record["center"], "center", path), "center", path, length, 2)
-    width = int(np.asarray(record["width"]).reshape(-1)[0])
-    height = int(np.asarray(record["height"]).reshape(-1)[0])
-    if focal.shape[0] not in (1, 2, length):
-        raise MotionFormatError(
-            f"{path}: {focal.shape[0]} focal lengths for {length} frames", "focal_length"
-        )
-
-    def camera(index: int) -> Camera:
-        value = focal[index] if focal.shape[0] == length and length > 2 else focal
-        fx_fy = np.broadcast_to(np.asarray(value, dtype=np.float32), (2,)).copy()
-        row = translation if translation.ndim == 1 else translation[index]
-        principal = center if center.ndim == 1 else center[index]
-        return Camera(
-            fx_fy, principal.astype(np.float32).copy(), row.astype(np.float32).copy(), width, height
-        )
-
-    return camera
-
-
-def write_show(path: Path, frames: Sequence[MotionFrame]) -> None:
-    """Writes a SHOW ``all.pkl``-style dict of numpy arrays (cameras from frame 0 on)."""
-    record: dict[str, Any] = {
-        "body_pose_axis": np.stack([frame.body_pose for frame in frames]).reshape(-1, 21, 3),
-        "betas": np.stack([frame.betas for frame in frames]),
-        "global_orient": np.stack([frame.global_orient for frame in frames]),
-        "transl": np.stack([frame.transl for frame in frames]),
-        "left_hand_pose": np.stack([frame.left_hand_pose for frame in frames]),
-        "right_hand_pose": np.stack([frame.right_hand_pose for frame in frames]),
-        "jaw_pose": np.stack([frame.jaw_pose for frame in frames]),
-        "leye_pose": np.stack([frame.leye_pose for frame in frames]),
-        "reye_pose": np.stack([frame.reye_pose for frame in frames]),
-        "expression": np.stack([frame.expression for frame in frames]),
-    }
-    cameras = [frame.camera for frame in frames if frame.camera is not None]
-    if cameras and len(cameras) == len(frames):
-        record["camera_transl"] = np.stack([camera.translation for camera in cameras])
-        record["focal_length"] = np.asarray([c.focal[0] for c in cameras], dtype=np.float32)
-        record["center"] = np.stack([camera.principal for camera in cameras])
-        record["width"] = cameras[0].width
-        record["height"] = cameras[0].height
-    with open(path, "wb") as handle:
-        pickle.dump(record, handle, protocol=4)
 
 
 # ---------------------------------------------------------------- detection
@@ -514,16 +274,7 @@ def open_motion(path: str | Path, fps: float = DEFAULT_FPS) -> MotionClip:
                 "npz",
             )
     if head[:1] == b"\x80":
-        try:
-            with open(path, "rb") as handle:
-                record = _ArrayUnpickler(handle).load()
-        except (pickle.UnpicklingError, EOFError, AttributeError) as err:
-            raise MotionFormatError(f"{path}: unreadable pickle ({err})", "pickle") from None
-        if isinstance(record, dict) and "body_pose_axis" in record:
-            return _open_show(path, record, fps)
-        raise MotionFormatError(
-            f"{path}: unknown pickle layout (expected a SHOW all.pkl dict)", "pickle"
-        )
+        return open_show(path, fps)
     raise MotionFormatError(
         f"{path}: unknown motion layout (expected TalkSHOW .npy, EMAGE .npz, SHOW .pkl or an "
         "anchor-motion .npz)",

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model.config import RenderConfig
+from model.pyrender_compat import make_current, write_vertex_buffer
 from model.render import Intrinsics, MeshRenderer
 
 
@@ -39,13 +40,9 @@ class DressedRenderer(MeshRenderer):
             self._primitive.positions = positions
             self._primitive.normals = normals
             return
-        from OpenGL import GL
-
         data = np.ascontiguousarray(np.hstack([positions, normals, self._colors]), np.float32)
-        self._renderer._platform.make_current()
-        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self._primitive._buffers[0])
-        GL.glBufferSubData(GL.GL_ARRAY_BUFFER, 0, data.nbytes, data)
-        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, 0)
+        make_current(self._renderer)
+        write_vertex_buffer(self._primitive, data)
 
     def render_with_mask(
         self, vertices: NDArray[np.float32], intrinsics: Sequence[Intrinsics]

@@ -15,6 +15,7 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from transformers import CLIPVisionModel
 
+from model.guided import controlnet_unet_noise
 from model.sgdm import CLIP_MEAN, CLIP_STD
 
 
@@ -76,19 +77,11 @@ def diffusion_loss(
     steps = int(noise_scheduler.config["num_train_timesteps"])
     timesteps = torch.randint(0, steps, (count,), generator=generator).to(latents.device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)  # type: ignore[arg-type]
-    down, mid = controlnet(
-        noisy, timesteps, encoder_hidden_states=tokens, controlnet_cond=condition, return_dict=False
-    )
     unet_input = noisy if extra_channels is None else torch.cat([noisy, extra_channels], dim=1)
-    prediction = unet(
-        unet_input,
-        timesteps,
-        encoder_hidden_states=tokens,
-        down_block_additional_residuals=list(down),
-        mid_block_additional_residual=mid,
-        return_dict=False,
-    )[0]
-    return F.mse_loss(prediction.float(), noise.float())
+    prediction = controlnet_unet_noise(
+        unet, controlnet, noisy, unet_input, timesteps, tokens, condition
+    )
+    return F.mse_loss(prediction, noise.float())
 
 
 def inpainting_channels(

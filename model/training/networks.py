@@ -1,6 +1,7 @@
-"""The networks a training run starts from, and the self-contained model folders it writes.
+"""The networks a training run starts from: those it trains and the frozen ones.
 
-``--init`` names where the trained networks come from:
+``--init`` names where the trained networks come from (``initial_networks``, or
+``initial_vae`` when the autoencoder is trained):
 
 - ``tiny``: model/presets.py at tiny size (seeded with ``model.tiny_seed``);
 - ``demo``: the CPU demo family (``demo_unet``: 3 levels, a few million parameters);
@@ -13,9 +14,9 @@ Frozen networks: the VAE (``--vae FOLDER`` from ``anchor train vae``, else the f
 tiny preset / ``model.sd_path/vae``) and the CLIP vision encoder (tiny preset for the
 tiny and demo families, else ``model.clip_path``; the paper never trains it).
 
-A *bundle* is what ``save_bundle`` writes and ``load_bundle`` reads: ``body/{unet,
-controlnet}`` (and ``head/...`` when trained), ``vae/``, ``clip/`` and
-``null_embedding.safetensors``: everything the samplers need, no other folder.
+A *bundle* holds these networks: ``body/{unet,controlnet}`` (and ``head/...`` when
+trained), ``vae/``, ``clip/`` and ``null_embedding.safetensors``, everything the samplers
+need and no other folder. model/training/bundle.py writes it, model/bundle.py reads it.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ from model.presets import (
 )
 
 FAMILIES = ("tiny", "demo", "sd15")
-NULL_EMBEDDING = "null_embedding.safetensors"
 DEMO_CONDITIONING_CHANNELS = (16, 32, 32, 64)
 
 
@@ -174,26 +174,32 @@ def frozen_networks(
     return FrozenNetworks(vae, clip, null)
 
 
-def save_part(networks: PartNetworks, folder: Path, part: str) -> None:
-    """``folder/<part>/{unet,controlnet}`` (the official checkpoint layout)."""
-    networks.unet.save_pretrained(folder / part / "unet")
-    networks.controlnet.save_pretrained(folder / part / "controlnet")
+def initial_vae(init: str, model: ModelConfig) -> AutoencoderKL:
+    """The autoencoder ``anchor train vae`` starts from: the tiny preset or the demo
+    family (seeded with ``model.tiny_seed``), else ``<init>/vae``."""
+    if init not in ("tiny", "demo"):
+        return load_vae(Path(init) / "vae", "--init")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(model.tiny_seed)
+        return tiny_vae() if init == "tiny" else demo_vae()
 
 
-def save_bundle(folder: Path, frozen: FrozenNetworks) -> None:
-    """Completes a checkpoint folder into a self-contained bundle: vae/, clip/, null."""
-    from safetensors.torch import save_file
+def check_compatible(frozen: FrozenNetworks, networks: PartNetworks) -> None:
+    """Raise AnchorError when the CLIP tokens are not as wide as the UNet's cross-attention."""
+    width = frozen.null_embedding.shape[1]
+    cross = networks.unet.config["cross_attention_dim"]
+    if width != cross:
+        raise AnchorError(
+            f"CLIP width {width} != UNet cross_attention_dim {cross}: --init and the "
+            "frozen networks (--clip, model.clip_path) belong to different families"
+        )
 
-    frozen.vae.save_pretrained(folder / "vae")
-    frozen.clip.save_pretrained(folder / "clip")
-    save_file({"null_embedding": frozen.null_embedding.contiguous()}, str(folder / NULL_EMBEDDING))
 
-
-def load_null_embedding(folder: Path) -> torch.Tensor:
-    """``(T, D)`` float32 from a bundle's ``null_embedding.safetensors``."""
-    from safetensors.torch import load_file
-
-    path = folder / NULL_EMBEDDING
-    if not path.is_file():
-        raise AnchorError(f"bundle {folder}: {NULL_EMBEDDING} not found")
-    return load_file(str(path))["null_embedding"].float()
+def place_frozen(frozen: FrozenNetworks, device: torch.device, dtype: torch.dtype) -> None:
+    """Moves the frozen VAE and CLIP to ``device`` in ``dtype`` (in place)."""
+    networks: tuple[torch.nn.Module, ...] = (frozen.vae, frozen.clip)
+    for network in networks:
+        network.to(device=device)
+        # diffusers warns on every dtype cast, also a no-op one.
+        if next(network.parameters()).dtype != dtype:
+            network.to(dtype=dtype)

@@ -6,9 +6,10 @@ import torch
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
+from model.guided import controlnet_unet_noise, uses_guidance
 from model.noise import frame_noise
 from model.scheduling import DDIMFrameScheduler
-from model.sgdm import controlnet_unet_noise, vae_decode
+from model.sgdm import vae_decode
 from model.training.losses import clip_tokens
 from model.training.networks import FrozenNetworks
 
@@ -35,7 +36,7 @@ def sample_body(
     scheduler = DDIMFrameScheduler.sd15(steps)
     tokens = clip_tokens(frozen.clip, reference[None].to(frozen.clip.device))
     tokens = tokens.to(device, dtype).expand(count, -1, -1)
-    guided = guidance_scale > 1.0
+    guided = uses_guidance(guidance_scale)
     if guided:
         null = frozen.null_embedding.to(device, dtype).expand(count, -1, -1)
         tokens = torch.cat([tokens, null])

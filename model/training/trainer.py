@@ -6,29 +6,38 @@ dropped), add DDPM noise at uniform timesteps, predict it with ControlNet + UNet
 backward, clip the gradient norm over every trained parameter, AdamW step, EMA update.
 Every ``checkpoint_every`` steps: ``OUT/checkpoint-NNNNNN/`` with the networks in the
 official ``save_pretrained`` layout (``body/{unet,controlnet}``, ``head/...``, ``vae/``)
-and ``state/`` (accelerate: optimizer, LR schedule, RNG, EMA, step). ``--resume`` restores
-it; data order and per-step noise are functions of (seed, step), so a resumed run
-continues exactly as an uninterrupted one. Every ``validate_every`` steps, a PNG of
-condition | target | sample rows goes to ``OUT/validation/``. At the end, ``OUT/final/`` is
-a self-contained bundle (networks + vae/ + clip/ + null embedding).
+and ``state/`` (accelerate: optimizer, LR schedule, RNG, EMA, step; see
+model/training/checkpoints.py). ``--resume`` restores it; data order and per-step noise
+are functions of (seed, step), so a resumed run continues exactly as an uninterrupted
+one. Every ``validate_every`` steps, a PNG of condition | target | sample rows goes to
+``OUT/validation/`` (model/training/validation.py). At the end, ``OUT/final/`` is a
+self-contained bundle (model/training/bundle.py: networks, vae/, clip/, null embedding,
+reference image).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image
 
+from model.bundle import FACE_PART
 from model.config import ModelConfig
 from model.errors import AnchorError
 from model.presets import SD15_SCHEDULER_CONFIG
+from model.training.bundle import save_bundle, save_part, write_meta, write_reference
+from model.training.checkpoints import (
+    StepCounter,
+    checkpoint_folder,
+    complete_checkpoint,
+    is_complete,
+    latest_checkpoint,
+    prune_checkpoints,
+)
 from model.training.config import TrainConfig
 from model.training.data import SampleKind, StepBatches, TrainingSamples
 from model.training.losses import (
@@ -41,16 +50,16 @@ from model.training.losses import (
 from model.training.networks import (
     FrozenNetworks,
     PartNetworks,
-    demo_vae,
+    check_compatible,
     frozen_networks,
     initial_networks,
-    save_bundle,
-    save_part,
+    initial_vae,
+    place_frozen,
 )
+from model.training.validation import validation_grid, write_validation
 
 log = logging.getLogger("anchor.training")
 
-CHECKPOINT_PREFIX = "checkpoint-"
 Stage = Literal["pretrain", "finetune"]
 
 
@@ -86,25 +95,6 @@ class TrainResult:
     loss: float
     final: Path | None
     losses: list[float]
-
-
-class _Step:
-    """The resumable counter (registered with accelerate's checkpointing)."""
-
-    def __init__(self) -> None:
-        self.step = 0
-
-    def state_dict(self) -> dict[str, int]:
-        return {"step": self.step}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.step = int(state["step"])
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    """The newest complete ``OUT/checkpoint-*`` (one whose state/ was fully written)."""
-    found = sorted(p for p in out.glob(f"{CHECKPOINT_PREFIX}*") if (p / "training.json").is_file())
-    return found[-1] if found else None
 
 
 def _mixed_precision(config: TrainConfig) -> str:
@@ -151,18 +141,19 @@ class Trainer:
         self.frozen: FrozenNetworks | None = None
         self.networks: PartNetworks | None = None
         if run.kind == "vae":
-            self.vae = self._initial_vae(model)
+            self.vae = initial_vae(run.init, model)
             trained: list[torch.nn.Module] = [self.vae]
         else:
             self.frozen = frozen_networks(run.init, model, run.vae, run.clip)
             self.networks = initial_networks(run.init, run.part, model)
             trained = [self.networks.unet, self.networks.controlnet]
-            self._check_sizes()
+            check_compatible(self.frozen, self.networks)
         for network in trained:
             network.train().requires_grad_(True)
         if run.kind == "vae" and run.decoder_only:
             self.vae.encoder.requires_grad_(False)
-            self.vae.quant_conv.requires_grad_(False)
+            if self.vae.quant_conv is not None:  # None: a VAE built with use_quant_conv=False
+                self.vae.quant_conv.requires_grad_(False)
         self.parameters = [
             p for network in trained for p in network.parameters() if p.requires_grad
         ]
@@ -182,50 +173,20 @@ class Trainer:
         prepared = self.accelerator.prepare(*trained, self.optimizer, self.lr_schedule)
         self.trained = list(prepared[: len(trained)])
         self.optimizer, self.lr_schedule = prepared[len(trained) :]
-        self.counter = _Step()
+        self.counter = StepCounter()
         self.accelerator.register_for_checkpointing(self.counter)
         if self.ema is not None:
             self.accelerator.register_for_checkpointing(self.ema)
-        self._place_frozen()
+        if self.frozen is not None:
+            dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
+                self.accelerator.mixed_precision, torch.float32
+            )
+            place_frozen(self.frozen, self.accelerator.device, dtype)
         from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
         self.noise_scheduler = DDPMScheduler.from_config(SD15_SCHEDULER_CONFIG)
         if run.resume is not None:
             self._resume(run.resume)
-
-    def _initial_vae(self, model: ModelConfig):  # type: ignore[no-untyped-def]
-        from model.loading import load_vae
-        from model.presets import tiny_vae
-
-        if self.run.init not in ("tiny", "demo"):
-            return load_vae(Path(self.run.init) / "vae", "--init")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(model.tiny_seed)
-            return tiny_vae() if self.run.init == "tiny" else demo_vae()
-
-    def _check_sizes(self) -> None:
-        assert self.frozen is not None and self.networks is not None
-        width = self.frozen.null_embedding.shape[1]
-        cross = self.networks.unet.config["cross_attention_dim"]
-        if width != cross:
-            raise AnchorError(
-                f"CLIP width {width} != UNet cross_attention_dim {cross}: --init and the "
-                "frozen networks (--clip, model.clip_path) belong to different families"
-            )
-
-    def _place_frozen(self) -> None:
-        if self.frozen is None:
-            return
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
-            self.accelerator.mixed_precision, torch.float32
-        )
-        device = self.accelerator.device
-        frozen: tuple[torch.nn.Module, ...] = (self.frozen.vae, self.frozen.clip)
-        for network in frozen:
-            network.to(device=device)
-            # diffusers warns on every dtype cast, also a no-op one.
-            if next(network.parameters()).dtype != dtype:
-                network.to(dtype=dtype)
 
     # ------------------------------------------------------------------ steps
 
@@ -329,29 +290,23 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """``OUT/checkpoint-NNNNNN``: networks (official layout) + accelerate state."""
-        folder = self.run.out / f"{CHECKPOINT_PREFIX}{self.counter.step:06d}"
+        folder = checkpoint_folder(self.run.out, self.counter.step)
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(folder / "state"))
         if self.accelerator.is_main_process:
             self._save_networks(folder)
             meta = {"step": self.counter.step, "kind": self.run.kind, "init": self.run.init,
                     "data": [str(p) for p in self.run.data], "seed": self.config.seed}  # fmt: skip
-            # Written last: a checkpoint without it is incomplete and never resumed from.
-            (folder / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
-            self._prune()
+            complete_checkpoint(folder, meta)
+            prune_checkpoints(self.run.out, self.config.checkpoints_kept)
         return folder
-
-    def _prune(self) -> None:
-        found = sorted(self.run.out.glob(f"{CHECKPOINT_PREFIX}*"))
-        for old in found[: -self.config.checkpoints_kept]:
-            shutil.rmtree(old, ignore_errors=True)
 
     def _resume(self, resume: str) -> None:
         folder = latest_checkpoint(self.run.out) if resume == "latest" else Path(resume)
         if folder is None:
             log.info("no checkpoint in %s: starting from step 0", self.run.out)
             return
-        if not (folder / "training.json").is_file():
+        if not is_complete(folder):
             raise AnchorError(f"--resume {folder}: not a complete checkpoint (training.json)")
         self.accelerator.load_state(str(folder / "state"))
         log.info("resumed from %s at step %d", folder, self.counter.step)
@@ -371,37 +326,24 @@ class Trainer:
                 assert self.frozen is not None
                 self._save_networks(folder)
                 save_bundle(folder, self.frozen)
-                if self.run.kind == "body":
-                    self._save_reference(folder)
-                else:
-                    self._save_face_reference(folder)
+                self._save_references(folder)
         if self.ema is not None:
             self.ema.restore(self.parameters)
         return folder
 
-    def _save_reference(self, folder: Path) -> None:
-        """``reference.png`` (a training frame: the bundle's default appearance) and
-        ``bundle.json`` (image size and the sampler settings the model was trained for)."""
-        from model.training.bundle import BUNDLE_META, REFERENCE
-
+    def _save_references(self, folder: Path) -> None:
+        """The bundle's default appearance: a training frame as ``reference.png`` with
+        ``bundle.json`` (body), or that frame's face crop as ``head/reference.png`` (face)."""
         first = self.samples.frames[0]
-        reference = self.samples._read(first, first.clip_entries[0], "frame")
-        array = (reference.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        Image.fromarray(array).save(folder / REFERENCE)
+        if self.run.kind == "face":
+            face = self.samples._read(first, first.clip_entries[0], "face")
+            write_reference(folder / FACE_PART, face)
+            return
+        write_reference(folder, self.samples._read(first, first.clip_entries[0], "frame"))
         # Trained with conditioning scale 1 and a null embedding (condition dropout).
         meta = {"image_size": self.samples.size, "controlnet_scale": 1.0,
                 "trained_steps": self.counter.step, "init": self.run.init}  # fmt: skip
-        (folder / BUNDLE_META).write_text(json.dumps(meta, indent=2) + "\n")
-
-    def _save_face_reference(self, folder: Path) -> None:
-        """``head/reference.png``: the face crop of the frame the body bundle's
-        ``reference.png`` shows (the face model's default appearance)."""
-        from model.training.bundle import FACE_PART, REFERENCE
-
-        first = self.samples.frames[0]
-        reference = self.samples._read(first, first.clip_entries[0], "face")
-        array = (reference.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        Image.fromarray(array).save(folder / FACE_PART / REFERENCE)
+        write_meta(folder, meta)
 
     @torch.no_grad()
     def _calibrate_vae_scale(self, frames: int = 64) -> None:
@@ -420,37 +362,24 @@ class Trainer:
 
     # ------------------------------------------------------------- validation
 
-    @torch.no_grad()
     def validate(self) -> Path | None:
-        """Samples a few fixed dataset frames and writes condition | target | sample rows."""
+        """Writes ``OUT/validation/step-NNNNNN.png`` (model/training/validation.py); body
+        runs, main process only."""
         if not self.accelerator.is_main_process or self.run.kind != "body":
             return None
-        from model.training.sampling import sample_body
-
         assert self.frozen is not None
         folders = self.run.validation or self.run.data[:1]
         samples = TrainingSamples(folders, "body", self.samples.size, self.config.seed, 0.0, 0.0)
-        count = min(self.config.validation_samples, len(samples))
-        picks = np.linspace(0, len(samples) - 1, count).round().astype(int)
-        items = [samples.frames[i] for i in picks]
-        rows = [samples._read(f, f.entry, name) for f in items for name in ("condition", "frame")]
-        conditions, targets = torch.stack(rows[0::2]), torch.stack(rows[1::2])
-        reference = samples._read(items[0], items[0].clip_entries[0], "frame")
         unet, controlnet = (self.accelerator.unwrap_model(n) for n in self.trained)
-        unet.eval()
-        controlnet.eval()
-        generated = sample_body(
-            unet, controlnet, self.frozen, reference, conditions, self.config.validation_steps
+        grid = validation_grid(
+            unet,
+            controlnet,
+            self.frozen,
+            samples,
+            self.config.validation_samples,
+            self.config.validation_steps,
         )
-        unet.train()
-        controlnet.train()
-        grid = torch.cat([torch.cat(list(column), dim=1) for column in
-                          (conditions, targets, generated)], dim=2)  # fmt: skip
-        path = self.run.out / "validation" / f"step-{self.counter.step:06d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        array = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-        Image.fromarray(array).save(path)
-        return path
+        return write_validation(self.run.out, self.counter.step, grid)
 
 
 def train(run: TrainRun, config: TrainConfig, model: ModelConfig) -> TrainResult:

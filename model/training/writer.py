@@ -18,15 +18,11 @@ from model.training.dataset import (
     reference_candidates,
     write_png,
 )
+from model.video_io import to_uint8
 
 
 def _to_tensor(images: NDArray[np.uint8]) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-
-
-def _to_uint8(images: torch.Tensor) -> NDArray[np.uint8]:
-    scaled = (images.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-    return scaled.permute(0, 2, 3, 1).numpy()
 
 
 def face_samples(
@@ -42,8 +38,8 @@ def face_samples(
     face region the Face SGDM regenerates) and ``(N, 2, 3)`` image -> crop matrices.
     """
     matrices = alignment_matrices(ffhq_points(landmarks), face_size)
-    faces = _to_uint8(crop_faces(_to_tensor(frames), matrices, face_size))
-    face_conditions = _to_uint8(crop_faces(_to_tensor(conditions), matrices, face_size))
+    faces = to_uint8(crop_faces(_to_tensor(frames), matrices, face_size))
+    face_conditions = to_uint8(crop_faces(_to_tensor(conditions), matrices, face_size))
     homogeneous = np.concatenate([landmarks, np.ones((*landmarks.shape[:2], 1), np.float32)], -1)
     crop_points = np.einsum("nij,nkj->nki", matrices, homogeneous)
     region = face_region_masks(crop_points.astype(np.float32), face_size, face_size)

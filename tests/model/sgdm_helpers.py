@@ -6,8 +6,9 @@ from typing import Any
 
 import torch
 
-from model.components import Components, build_components
+from model.components import build_components
 from model.config import FaceConfig, ModelConfig, SamplerConfig
+from model.placement import Components
 
 IMAGE_SIZE = 64  # latents 8x8
 FACE_SIZE = 64

@@ -19,11 +19,12 @@ import pytest
 import torch
 
 from app.cli import main
-from model.components import Components, build_components
+from model.components import build_components
 from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.errors import AnchorError
 from model.onnx_export import export_onnx
 from model.onnx_runtime import OnnxDenoiser, choose_providers
+from model.placement import Components
 from model.sgdm import SGDMDenoiser
 from streaming.frames import ConditionFrame
 from streaming.generate import generate_streaming

@@ -8,8 +8,9 @@ import pytest
 import torch
 from sgdm_helpers import IMAGE_SIZE, random_images, random_latents, tiny_components
 
+from model.guided import precomputed_conditioning
 from model.loading import load_controlnet, load_unet
-from model.sgdm import SGDMDenoiser, conditioning_embedding, precomputed_conditioning
+from model.sgdm import SGDMDenoiser, conditioning_embedding
 
 
 def _conditions(denoiser: SGDMDenoiser, windows: int, frames: int) -> torch.Tensor:

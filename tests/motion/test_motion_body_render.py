@@ -18,7 +18,8 @@ from model.face_geometry import (
 )
 from model.motion.frame import TALKSHOW_SETTINGS, MotionFrame
 from model.render import MotionRenderer
-from model.standin import JOINT, SMPLX_VERTEX_IDS, build_standin
+from model.smplx_layout import JOINT, SMPLX_VERTEX_IDS
+from model.standin import build_standin
 
 HEAD_BODY_POSE = 3 * (JOINT["head"] - 1)
 

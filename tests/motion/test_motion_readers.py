@@ -10,13 +10,8 @@ import pytest
 from motion_helpers import assert_frames_equal, random_frame
 
 from model.motion.frame import TALKSHOW_SETTINGS, MotionFormatError
-from model.motion.readers import (
-    open_motion,
-    write_emage,
-    write_motion,
-    write_show,
-    write_talkshow,
-)
+from model.motion.readers import open_motion, write_emage, write_motion, write_talkshow
+from model.motion.show import write_show
 
 
 def _frames(count: int, camera: bool = False) -> list:

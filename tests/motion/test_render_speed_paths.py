@@ -9,7 +9,7 @@ from motion_helpers import random_frame, talkshow_frame
 from model.config import RenderConfig
 from model.motion.frame import MotionFrame
 from model.render import Intrinsics, MeshRenderer, SessionCamera
-from model.standin import JOINT
+from model.smplx_layout import JOINT
 
 
 def _mass(image: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from stream_helpers import tiny_components
 
-from model.components import Components
+from model.placement import Components
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -7,9 +7,10 @@ from typing import Any
 
 import torch
 
-from model.components import Components, build_components
+from model.components import build_components
 from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.offline import offline_sample
+from model.placement import Components
 from model.sgdm import SGDMDenoiser
 from streaming.frames import CommittedFrame, ConditionFrame
 from streaming.sampler import WindowSampler

@@ -16,8 +16,8 @@ from stream_helpers import (
     sampler_config,
 )
 
-from model.components import Components
 from model.errors import AnchorError
+from model.placement import Components
 from streaming.sampler import WindowSampler, latency_frames
 
 

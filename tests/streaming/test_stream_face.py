@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from model.components import Components, build_components
+from model.components import build_components
 from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.face_geometry import alignment_matrices, ffhq_template, uncrop
+from model.placement import Components
 from streaming.face_stage import FaceStage, face_geometry
 from streaming.frames import CommittedFrame
 from streaming.stages import decode_frames

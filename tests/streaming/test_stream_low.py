@@ -15,7 +15,7 @@ from stream_helpers import (
     window_sensitive_components,
 )
 
-from model.components import Components
+from model.placement import Components
 from streaming.sampler import WindowSampler
 
 

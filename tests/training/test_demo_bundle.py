@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from model.bundle import bundle_meta, load_bundle
 from model.config import ModelConfig, SamplerConfig
 from model.sgdm import SGDMDenoiser
-from model.training.bundle import bundle_meta, load_bundle
 
 DEMO = Path(__file__).resolve().parents[2] / "clients" / "models" / "demo"
 

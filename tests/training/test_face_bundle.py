@@ -10,14 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
+from model.bundle import load_bundle
 from model.components import build_components
 from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.errors import AnchorError
 from model.face_sgdm import FaceEnhancer
 from model.presets import tiny_vae
 from model.sgdm import SGDMDenoiser
-from model.training.bundle import load_bundle
-from model.training.networks import frozen_networks, initial_networks, save_bundle, save_part
+from model.training.bundle import save_bundle, save_part
+from model.training.networks import frozen_networks, initial_networks
 
 MODEL = ModelConfig()
 FACE_SIZE = 32

@@ -12,12 +12,14 @@ from safetensors.torch import load_file
 
 from model.config import ModelConfig
 from model.errors import AnchorError, WeightsError
+from model.training.bundle import save_part
+from model.training.checkpoints import latest_checkpoint
 from model.training.config import TrainConfig
 from model.training.data import TrainingSamples
 from model.training.dataset import read_png
 from model.training.losses import appearance_tokens
-from model.training.networks import initial_networks, save_part
-from model.training.trainer import Trainer, TrainRun, latest_checkpoint
+from model.training.networks import initial_networks
+from model.training.trainer import Trainer, TrainRun
 
 MODEL = ModelConfig()
 

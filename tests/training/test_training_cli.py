@@ -49,9 +49,9 @@ def test_anchor_bench_train_prints_json(tmp_path: Path, capsys: pytest.CaptureFi
 def _bundle_generates_frames(folder: Path) -> None:
     import torch
 
+    from model.bundle import load_bundle
     from model.config import ModelConfig, SamplerConfig
     from model.offline import generate_frames
-    from model.training.bundle import load_bundle
 
     sampler = SamplerConfig(steps=1, guidance_scale=3.0, window_size=2, overlap=0)
     components = load_bundle(folder, ModelConfig(), sampler)

@@ -1,0 +1,136 @@
+"""One ControlNet -> UNet noise prediction, with classifier-free guidance when asked.
+
+Every model path runs it: the body denoiser (model/sgdm.py) and its ONNX graph
+(model/onnx_export.py), the face model (model/face_sgdm.py, streaming/face_stage.py),
+the training loss (model/training/losses.py) and validation sampling. The ONNX Runtime
+denoiser, whose graph returns both CFG halves, combines them with the same ``guide``.
+
+CFG follows diffusers' rule: guidance runs when the scale is above 1, on a batch that
+holds the conditional half first and the unconditional (null-token) half second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from diffusers.models.controlnets.controlnet import ControlNetModel
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from torch import nn
+
+WindowNoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def uses_guidance(guidance_scale: float) -> bool:
+    """Whether CFG runs at this scale (above 1; at 1 it equals the conditional half)."""
+    return guidance_scale > 1.0
+
+
+def guide(cond: torch.Tensor, uncond: torch.Tensor | None, guidance_scale: float) -> torch.Tensor:
+    """``uncond + g * (cond - uncond)``; ``cond`` itself when there is no ``uncond``."""
+    if uncond is None:
+        return cond
+    return uncond + guidance_scale * (cond - uncond)
+
+
+@contextmanager
+def precomputed_conditioning(controlnet: ControlNetModel) -> Iterator[None]:
+    """Within the block, ``controlnet_cond`` is the already computed conditioning embedding.
+
+    The embedding (``controlnet.controlnet_cond_embedding``) does not depend on the
+    timestep, so it is computed once per frame and its submodule is swapped for an
+    identity during the call; the parameters are restored (and never leave the model's
+    state dict outside the block).
+    """
+    # A torch.compile'd ControlNet runs its original module: patch that one.
+    target = getattr(controlnet, "_orig_mod", controlnet)
+    embedding_module = target.controlnet_cond_embedding
+    target.controlnet_cond_embedding = nn.Identity()
+    try:
+        yield
+    finally:
+        target.controlnet_cond_embedding = embedding_module
+
+
+def controlnet_unet_noise(
+    unet: UNet2DConditionModel,
+    controlnet: ControlNetModel,
+    control_input: torch.Tensor,
+    unet_input: torch.Tensor,
+    timesteps: torch.Tensor,
+    tokens: torch.Tensor,
+    controlnet_cond: torch.Tensor,
+    controlnet_scale: float | torch.Tensor = 1.0,
+    guidance_scale: float = 1.0,
+    *,
+    precomputed: bool = False,
+) -> torch.Tensor:
+    """ControlNet residuals (scaled by ``controlnet_scale``) fed to the UNet: its noise.
+
+    control_input: (B, 4, h, w) noisy latents for the ControlNet; unet_input: (B, Cu, h, w)
+    (the same latents, or with inpainting channels appended); timesteps: (B,); tokens:
+    (B, T, D) cross-attention tokens of both networks; controlnet_cond: (B, 3, H, W)
+    images, or with ``precomputed`` their conditioning embedding (B, C0, h, w)
+    (``precomputed_conditioning``). controlnet_scale: a float, or a () tensor in a traced
+    graph. Returns (B, 4, h, w) float32; with guidance (``uses_guidance``) the batch holds
+    the cond half then the uncond half, and the result is ``guide`` of them,
+    (B/2, 4, h, w) float32. Gradients flow (the training loss runs it).
+    """
+    arguments = {
+        "encoder_hidden_states": tokens,
+        "controlnet_cond": controlnet_cond,
+        "conditioning_scale": controlnet_scale,
+        "return_dict": False,
+    }
+    if precomputed:
+        with precomputed_conditioning(controlnet):
+            down, mid = controlnet(control_input, timesteps, **arguments)
+    else:
+        down, mid = controlnet(control_input, timesteps, **arguments)
+    noise = unet(
+        unet_input,
+        timesteps,
+        encoder_hidden_states=tokens,
+        down_block_additional_residuals=list(down),
+        mid_block_additional_residual=mid,
+        return_dict=False,
+    )[0].float()
+    if uses_guidance(guidance_scale):
+        cond, uncond = noise.chunk(2)
+        noise = guide(cond, uncond, guidance_scale)
+    return noise
+
+
+def guided_branches(
+    denoise_windows: WindowNoise,
+    latents: torch.Tensor,
+    timesteps: torch.Tensor,
+    conditions: torch.Tensor,
+    appearance: torch.Tensor,
+    null_embedding: torch.Tensor,
+    guided: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(cond, uncond) noise of W windows, each (W, F, C, h, w) float32; uncond is None
+    when not ``guided``.
+
+    denoise_windows(latents, timesteps, tokens, conditions): unguided noise of a batch of
+    windows (``SGDMDenoiser.denoise_windows``, ``OnnxDenoiser.denoise_windows``). Both
+    halves run in one call: [W windows with the appearance tokens; W with the null
+    embedding]. latents: (W, F, C, h, w); timesteps: (W,); conditions: (W, F, ...);
+    appearance, null_embedding: (T, D).
+    """
+    windows = latents.shape[0]
+    if timesteps.shape != (windows,):
+        raise ValueError(f"timesteps must be ({windows},), got {tuple(timesteps.shape)}")
+    cond_tokens = appearance.expand(windows, -1, -1)
+    if not guided:
+        return denoise_windows(latents, timesteps, cond_tokens, conditions), None
+    null_tokens = null_embedding.expand(windows, -1, -1)
+    noise = denoise_windows(
+        torch.cat([latents, latents]),
+        torch.cat([timesteps, timesteps]),
+        torch.cat([cond_tokens, null_tokens]),
+        torch.cat([conditions, conditions]),
+    )
+    return noise[:windows], noise[windows:]
