@@ -23,27 +23,21 @@ from pydantic import ValidationError
 
 from app.defaults import demo_defaults
 from model.audio2motion.config import Audio2MotionConfig
-from model.config import FaceConfig, ModelConfig, RenderConfig, SamplerConfig, Section
 from model.errors import AnchorError
 from model.evaluation.config import EvalConfig
 from model.training.config import TrainConfig
 from server.config import BroadcastConfig, ServerConfig, ServerSettings
-from streaming.config import ClusterConfig, PipelineConfig, WorkerConfig
+from streaming.config import PipelineConfig
 from streaming.pipeline import stream_format
 
 ENV_PREFIX = "ANCHOR_"
 log = logging.getLogger("anchor.config")
 
 
-class AppConfig(Section):
-    """The whole configuration: one section per component."""
+class AppConfig(PipelineConfig):
+    """The whole configuration: one section per component (the pipeline's sections, then
+    the server's, audio-to-motion, training and evaluation)."""
 
-    model: ModelConfig = ModelConfig()
-    sampler: SamplerConfig = SamplerConfig()
-    face: FaceConfig = FaceConfig()
-    render: RenderConfig = RenderConfig()
-    worker: WorkerConfig = WorkerConfig()
-    cluster: ClusterConfig = ClusterConfig()
     server: ServerConfig = ServerConfig()
     broadcast: BroadcastConfig = BroadcastConfig()
     audio2motion: Audio2MotionConfig = Audio2MotionConfig()
@@ -52,15 +46,9 @@ class AppConfig(Section):
 
     @property
     def pipeline(self) -> PipelineConfig:
-        """The streaming layer's sections."""
-        return PipelineConfig(
-            model=self.model,
-            sampler=self.sampler,
-            face=self.face,
-            render=self.render,
-            worker=self.worker,
-            cluster=self.cluster,
-        )
+        """The streaming layer's sections alone (what a Ray actor receives: no secret of the
+        network edge)."""
+        return PipelineConfig(**{name: getattr(self, name) for name in PipelineConfig.model_fields})
 
     @property
     def edge(self) -> ServerSettings:

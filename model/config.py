@@ -129,6 +129,6 @@ class RenderConfig(Section):
     # Default camera when frames carry none: "upper" frames head to hips, "full" the whole body.
     framing: Literal["upper", "full"] = "upper"
     # 4x multisample antialiasing (pyrender's default, the look of the SHOW renders pixel for
-    # pixel). Off by default: it halves the frame rate on a CPU (llvmpipe) and changes only
-    # silhouette pixels (measurements in model/render.py).
+
+
     antialias: bool = False
