@@ -21,8 +21,8 @@ from model.config import FaceConfig, SamplerConfig
 from model.face_geometry import crop_faces
 from model.training.data import _image
 from model.training.dataset import ManifestEntry, load_dataset, read_png
-from streaming.face_stage import FaceGeometry, matrix_for
-from streaming.frames import ConditionFrame
+from streaming.face_stage import matrix_for
+from streaming.frames import ConditionFrame, FaceGeometry
 from streaming.generate import generate_streaming
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from streaming.batching import SamplerStats
 from streaming.frames import CommittedFrame, ConditionFrame
 
 if TYPE_CHECKING:
-    from streaming.face_stage import FaceGeometry
+    from streaming.frames import FaceGeometry
 
 
 @dataclass(slots=True)

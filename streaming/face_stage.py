@@ -19,8 +19,6 @@ the warped blend mask is zero are returned bit for bit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from numpy.typing import NDArray
@@ -36,25 +34,8 @@ from model.face_geometry import (
 )
 from model.face_sgdm import FaceEnhancer
 from model.face_window import FaceWindowDenoiser
-from streaming.frames import CommittedFrame, ConditionFrame
+from streaming.frames import CommittedFrame, ConditionFrame, FaceGeometry
 from streaming.sampler import WindowSampler
-
-
-@dataclass(slots=True)
-class FaceGeometry:
-    """What the face stage needs of one frame, computed when its condition is rendered.
-
-    matrix: (2, 3) float32, image pixels -> crop pixels (``alignment_matrices``), for
-    images of ``image_size`` (H, W); frames of another size are mapped by scaling.
-    mesh_crop: (3, S, S) float32 [0, 1], the aligned crop of the mesh render.
-    keep_mask: (1, S, S) float32, the inpainting mask in crop space: 0 on the face
-    region (regenerated), 1 elsewhere (kept).
-    """
-
-    matrix: NDArray[np.float32]
-    mesh_crop: torch.Tensor
-    keep_mask: torch.Tensor
-    image_size: tuple[int, int]
 
 
 def face_geometry(

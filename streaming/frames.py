@@ -12,12 +12,27 @@ sampler does, and the thread feeding the sampler drops frames of an older epoch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 
-if TYPE_CHECKING:
-    from streaming.face_stage import FaceGeometry
+
+@dataclass(slots=True)
+class FaceGeometry:
+    """What the face stage needs of one frame, computed when its condition is rendered.
+
+    matrix: (2, 3) float32, image pixels -> crop pixels (``alignment_matrices``), for
+    images of ``image_size`` (H, W); frames of another size are mapped by scaling.
+    mesh_crop: (3, S, S) float32 [0, 1], the aligned crop of the mesh render.
+    keep_mask: (1, S, S) float32, the inpainting mask in crop space: 0 on the face
+    region (regenerated), 1 elsewhere (kept).
+    """
+
+    matrix: NDArray[np.float32]
+    mesh_crop: torch.Tensor
+    keep_mask: torch.Tensor
+    image_size: tuple[int, int]
 
 
 @dataclass(slots=True)
