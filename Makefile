@@ -68,7 +68,7 @@ demo: bootstrap
 # The same model offline: the bundled motion clip rendered to an mp4.
 demo-video: bootstrap
 	@mkdir -p $(dir $(DEMO_OUT))
-	$(BIN)/anchor --config configs/demo.toml generate clients/samples/wave_talkshow.npy --out $(DEMO_OUT)
+	$(BIN)/anchor generate clients/samples/wave_talkshow.npy --out $(DEMO_OUT)
 	@echo "demo video written to $(DEMO_OUT)"
 
 lint: bootstrap
