@@ -28,7 +28,7 @@ def demo_config(base: AppConfig, host: str, port: int, tiny: bool = False) -> Ap
     if tiny:
         log.warning("anchor demo --tiny: random tiny networks, not a trained model")
         data["model"].update(preset="tiny", device="cpu")
-        data["sampler"].update(steps=min(base.sampler.steps, 4), window_size=8, overlap=2)
+        data["sampler"].update(steps=4, window_size=8, overlap=2)
         data["face"].update(enabled=False)
         data["render"].update(width=64, height=64)
     data["sampler"].update(mode="low")
