@@ -32,7 +32,8 @@ from model.errors import AnchorError
 from model.face_sgdm import FaceEnhancer
 from model.loading import load_clip_vision, load_controlnet, load_unet, load_vae, require_folder
 from model.placement import Components, place, resolve_placement
-from model.scheduling import DDIMFrameScheduler
+from model.presets import SD15_SCHEDULER_CONFIG
+from model.scheduling import frame_scheduler
 from model.sgdm import SGDMDenoiser, encode_appearance
 from model.video_io import read_image
 
@@ -106,7 +107,9 @@ def load_bundle(
         window_groupnorm=model.window_groupnorm,
         cache_conditioning=model.cache_conditioning,
     )
-    scheduler = DDIMFrameScheduler.sd15(sampler.steps)
+    scheduler = frame_scheduler(
+        sampler.scheduler, SD15_SCHEDULER_CONFIG, sampler.steps, sampler.seed
+    )
     enhancer = None
     if face is not None and face.enabled:
         enhancer = load_face_enhancer(folder, face, vae, clip, null, device, dtype)
@@ -124,7 +127,7 @@ def load_face_enhancer(
 ) -> FaceEnhancer:
     """The bundle's face model (``head/``) as a ``FaceEnhancer`` over ``head/vae`` (else
     the bundle's VAE) and the bundle's CLIP (both already placed on ``device``/``dtype``),
-    ``face.steps`` DDIM steps.
+    ``face.steps`` steps of ``face.scheduler``.
 
     Face appearance: ``face.reference_image``, else ``head/reference.png``. ``face.size``
     must be the crop size the model was trained at (``bundle.json`` ``face.size``).
@@ -161,7 +164,7 @@ def load_face_enhancer(
         vae,
         appearance,
         null_embedding,
-        DDIMFrameScheduler.sd15(face.steps),
+        frame_scheduler(face.scheduler, SD15_SCHEDULER_CONFIG, face.steps, face.seed),
         size=face.size,
         guidance_scale=face.guidance_scale,
         controlnet_scale=face.controlnet_scale,

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 AttentionMode = Literal["all-frame", "per-frame", "sparse"]
 SamplerMode = Literal["offline", "exact", "low"]
 Precision = Literal["auto", "float32", "float16", "bfloat16"]
+# "ddim": the paper's sampler; "lcm": latent-consistency sampling for LCM-distilled weights
+# (an LCM-LoRA in model.lora_path), 2-8 steps without CFG (model/scheduling.py).
+SchedulerKind = Literal["ddim", "lcm"]
 
 
 class Section(BaseModel):
@@ -78,6 +81,7 @@ class SamplerConfig(Section):
     # streamed; low: one window of latency, overlaps averaged with the previous window's
     # cached predictions. Live sessions need a streaming mode (exact or low).
     mode: SamplerMode = "low"
+    scheduler: SchedulerKind = "ddim"
     steps: int = Field(20, ge=1, le=1000)
     guidance_scale: float = Field(7.5, ge=0.0)
     controlnet_scale: float = Field(2.0, ge=0.0)
@@ -103,6 +107,7 @@ class FaceConfig(Section):
 
     enabled: bool = True
     size: int = Field(256, ge=32)
+    scheduler: SchedulerKind = "ddim"
     steps: int = Field(20, ge=1, le=1000)
     guidance_scale: float = Field(3.5, ge=0.0)
     controlnet_scale: float = Field(1.0, ge=0.0)

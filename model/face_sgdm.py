@@ -20,7 +20,7 @@ from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 from model.guided import controlnet_unet_noise, uses_guidance
-from model.scheduling import DDIMFrameScheduler
+from model.scheduling import PerFrameScheduler
 from model.sgdm import conditioning_embedding, vae_decode, vae_encode
 
 
@@ -39,7 +39,7 @@ class FaceEnhancer:
         vae: AutoencoderKL,
         appearance: torch.Tensor,
         null_embedding: torch.Tensor,
-        scheduler: DDIMFrameScheduler,
+        scheduler: PerFrameScheduler,
         *,
         size: int = 256,
         guidance_scale: float = 3.5,
