@@ -31,6 +31,7 @@ from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.errors import AnchorError
 from model.face_sgdm import FaceEnhancer
 from model.loading import load_clip_vision, load_controlnet, load_unet, load_vae, require_folder
+from model.lora import apply_model_loras
 from model.placement import Components, place, resolve_placement
 from model.presets import SD15_SCHEDULER_CONFIG
 from model.scheduling import frame_scheduler
@@ -84,6 +85,7 @@ def load_bundle(
     vae = load_vae(require_folder(folder, field, "vae"), field)
     clip = load_clip_vision(require_folder(folder, field, "clip"), field)
     null = load_null_embedding(folder)
+    apply_model_loras(model, unet, None)
     device, dtype = resolve_placement(model)
     networks: tuple[torch.nn.Module, ...] = (unet, controlnet, vae, clip)
     for network in networks:
@@ -112,7 +114,7 @@ def load_bundle(
     )
     enhancer = None
     if face is not None and face.enabled:
-        enhancer = load_face_enhancer(folder, face, vae, clip, null, device, dtype)
+        enhancer = load_face_enhancer(folder, face, vae, clip, null, device, dtype, model)
     return Components(denoiser, scheduler, enhancer, appearance, device, dtype)
 
 
@@ -124,10 +126,11 @@ def load_face_enhancer(
     null_embedding: torch.Tensor,
     device: torch.device,
     dtype: torch.dtype,
+    model: ModelConfig | None = None,
 ) -> FaceEnhancer:
     """The bundle's face model (``head/``) as a ``FaceEnhancer`` over ``head/vae`` (else
     the bundle's VAE) and the bundle's CLIP (both already placed on ``device``/``dtype``),
-    ``face.steps`` steps of ``face.scheduler``.
+    ``face.steps`` steps of ``face.scheduler``, with ``model.face_lora_path`` when given.
 
     Face appearance: ``face.reference_image``, else ``head/reference.png``. ``face.size``
     must be the crop size the model was trained at (``bundle.json`` ``face.size``).
@@ -146,6 +149,8 @@ def load_face_enhancer(
         )
     unet = load_unet(require_folder(folder, field, FACE_PART, "unet"), field)
     controlnet = load_controlnet(require_folder(folder, field, FACE_PART, "controlnet"), field)
+    if model is not None:
+        apply_model_loras(model, None, unet)
     if (folder / FACE_PART / "vae").is_dir():
         vae = load_vae(folder / FACE_PART / "vae", field)
     face_networks: tuple[torch.nn.Module, ...] = (unet, controlnet, vae)

@@ -38,6 +38,7 @@ from model.loading import (
     load_vae,
     require_folder,
 )
+from model.lora import apply_model_loras
 from model.placement import Components, place, resolve_placement
 from model.presets import (
     SD15_IMAGE_SIZE,
@@ -211,6 +212,7 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
     networks = (
         _tiny_networks(model, face) if model.preset == "tiny" else _sd15_networks(model, face)
     )
+    apply_model_loras(model, networks.unet, networks.face_unet)
     default_size = TINY_IMAGE_SIZE if model.preset == "tiny" else SD15_IMAGE_SIZE
     image_size = model.image_size or default_size
     for network in (networks.unet, networks.controlnet, networks.vae, networks.clip):

@@ -72,6 +72,15 @@ class ModelConfig(Section):
     # compile takes minutes for little gain). compile_backend: torch.compile's backend.
     compile: Literal["off", "on", "auto"] = "off"
     compile_backend: str = "inductor"
+    # A LoRA safetensors file (kohya or diffusers/peft key layout, e.g. an SD1.5 LCM-LoRA)
+    # applied to the body UNet; every key must match the UNet (model/lora.py).
+    # lora_fuse: merge it into the weights at load (no adapter cost per step).
+    lora_path: Path | None = None
+    lora_scale: float = 1.0
+    lora_fuse: bool = False
+    # The same for the face UNet (the 9-channel face SGDM).
+    face_lora_path: Path | None = None
+    face_lora_scale: float = 1.0
 
 
 class SamplerConfig(Section):
