@@ -36,6 +36,7 @@ from model.placement import Components, place, resolve_placement
 from model.presets import SD15_SCHEDULER_CONFIG
 from model.scheduling import frame_scheduler
 from model.sgdm import SGDMDenoiser, encode_appearance
+from model.tiny_vae import with_tiny_vae
 from model.video_io import read_image
 
 BUNDLE_META = "bundle.json"
@@ -87,7 +88,8 @@ def load_bundle(
     null = load_null_embedding(folder)
     apply_model_loras(model, unet, None)
     device, dtype = resolve_placement(model)
-    networks: tuple[torch.nn.Module, ...] = (unet, controlnet, vae, clip)
+    decoder_vae, encoder_vae = with_tiny_vae(vae, model.tiny_vae_path, "model.tiny_vae_path")
+    networks: tuple[torch.nn.Module, ...] = (unet, controlnet, decoder_vae, encoder_vae, clip)
     for network in networks:
         place(network, device, dtype)
     meta = bundle_meta(folder)
@@ -99,7 +101,7 @@ def load_bundle(
     denoiser = SGDMDenoiser(
         unet,
         controlnet,
-        vae,
+        decoder_vae,
         appearance,
         null,
         image_size=size,
@@ -108,6 +110,7 @@ def load_bundle(
         attention=model.attention,
         window_groupnorm=model.window_groupnorm,
         cache_conditioning=model.cache_conditioning,
+        encoder_vae=encoder_vae,
     )
     scheduler = frame_scheduler(
         sampler.scheduler, SD15_SCHEDULER_CONFIG, sampler.steps, sampler.seed
@@ -129,7 +132,8 @@ def load_face_enhancer(
     model: ModelConfig | None = None,
 ) -> FaceEnhancer:
     """The bundle's face model (``head/``) as a ``FaceEnhancer`` over ``head/vae`` (else
-    the bundle's VAE) and the bundle's CLIP (both already placed on ``device``/``dtype``),
+    the bundle's VAE; ``face.tiny_vae_path`` decodes instead) and the bundle's CLIP (both
+    already placed on ``device``/``dtype``),
     ``face.steps`` steps of ``face.scheduler``, with ``model.face_lora_path`` when given.
 
     Face appearance: ``face.reference_image``, else ``head/reference.png``. ``face.size``
@@ -153,7 +157,8 @@ def load_face_enhancer(
         apply_model_loras(model, None, unet)
     if (folder / FACE_PART / "vae").is_dir():
         vae = load_vae(folder / FACE_PART / "vae", field)
-    face_networks: tuple[torch.nn.Module, ...] = (unet, controlnet, vae)
+    decoder_vae, encoder_vae = with_tiny_vae(vae, face.tiny_vae_path, "face.tiny_vae_path")
+    face_networks: tuple[torch.nn.Module, ...] = (unet, controlnet, decoder_vae, encoder_vae)
     for network in face_networks:
         place(network, device, dtype)
     image_path = face.reference_image or folder / FACE_PART / REFERENCE
@@ -166,7 +171,7 @@ def load_face_enhancer(
     return FaceEnhancer(
         unet,
         controlnet,
-        vae,
+        decoder_vae,
         appearance,
         null_embedding,
         frame_scheduler(face.scheduler, SD15_SCHEDULER_CONFIG, face.steps, face.seed),
@@ -174,4 +179,5 @@ def load_face_enhancer(
         guidance_scale=face.guidance_scale,
         controlnet_scale=face.controlnet_scale,
         seed=face.seed,
+        encoder_vae=encoder_vae,
     )

@@ -52,6 +52,7 @@ from model.presets import (
 )
 from model.scheduling import frame_scheduler
 from model.sgdm import SGDMDenoiser, encode_appearance
+from model.tiny_vae import with_tiny_vae
 from model.video_io import read_image
 
 log = logging.getLogger("anchor.model")
@@ -215,14 +216,17 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
     apply_model_loras(model, networks.unet, networks.face_unet)
     default_size = TINY_IMAGE_SIZE if model.preset == "tiny" else SD15_IMAGE_SIZE
     image_size = model.image_size or default_size
-    for network in (networks.unet, networks.controlnet, networks.vae, networks.clip):
+    decoder_vae, encoder_vae = with_tiny_vae(
+        networks.vae, model.tiny_vae_path, "model.tiny_vae_path"
+    )
+    for network in (networks.unet, networks.controlnet, decoder_vae, encoder_vae, networks.clip):
         place(network, device, dtype)
     reference = _reference(model.reference_image, image_size)
     appearance = encode_appearance(networks.clip, reference)
     denoiser = SGDMDenoiser(
         networks.unet,
         networks.controlnet,
-        networks.vae,
+        decoder_vae,
         appearance,
         networks.null_embedding,
         image_size=image_size,
@@ -231,13 +235,18 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
         attention=model.attention,
         window_groupnorm=model.window_groupnorm,
         cache_conditioning=model.cache_conditioning,
+        encoder_vae=encoder_vae,
     )
     enhancer = None
     if face.enabled:
         assert networks.face_unet is not None and networks.face_controlnet is not None
         assert networks.face_vae is not None and networks.face_null_embedding is not None
         assert networks.face_scheduler_config is not None
-        for network in (networks.face_unet, networks.face_controlnet, networks.face_vae):
+        face_decoder, face_encoder = with_tiny_vae(
+            networks.face_vae, face.tiny_vae_path, "face.tiny_vae_path"
+        )
+        face_networks = (networks.face_unet, networks.face_controlnet, face_decoder, face_encoder)
+        for network in face_networks:
             place(network, device, dtype)
         face_reference = (
             reference if face.reference_image is None else read_image(face.reference_image)
@@ -245,7 +254,7 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
         enhancer = FaceEnhancer(
             networks.face_unet,
             networks.face_controlnet,
-            networks.face_vae,
+            face_decoder,
             encode_appearance(networks.clip, face_reference),
             networks.face_null_embedding,
             frame_scheduler(face.scheduler, networks.face_scheduler_config, face.steps, face.seed),
@@ -253,6 +262,7 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
             guidance_scale=face.guidance_scale,
             controlnet_scale=face.controlnet_scale,
             seed=face.seed,
+            encoder_vae=face_encoder,
         )
     log.info(
         "model ready: preset %s, %dx%d, %s %s, attention %s",

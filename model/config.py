@@ -81,6 +81,10 @@ class ModelConfig(Section):
     # The same for the face UNet (the 9-channel face SGDM).
     face_lora_path: Path | None = None
     face_lora_scale: float = 1.0
+    # A diffusers AutoencoderTiny folder (save_pretrained layout, e.g. TAESD or one from
+    # ``anchor train vae --tiny``) that replaces the body VAE's decoder, and its encoder
+    # where the body model encodes images.
+    tiny_vae_path: Path | None = None
 
 
 class SamplerConfig(Section):
@@ -125,6 +129,8 @@ class FaceConfig(Section):
     reference_image: Path | None = None
     # Run face crops through the window sampler (all-frame attention + overlap averaging).
     face_temporal: bool = False
+    # A diffusers AutoencoderTiny folder replacing the face model's VAE (decoder and encoder).
+    tiny_vae_path: Path | None = None
 
 
 class RenderConfig(Section):
