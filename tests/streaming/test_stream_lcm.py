@@ -104,3 +104,18 @@ def test_lcm_four_steps_run_in_every_mode(lcm_components: Components) -> None:
         ddim_sampler = WindowSampler(ddim.denoiser, ddim.scheduler, config)
         ddim_latents = latents_of(run_stream(ddim_sampler, condition_frames(images)))
         assert not torch.allclose(latents, ddim_latents)
+
+
+def test_face_scheduler_lcm_enhances_crops() -> None:
+    model = ModelConfig(preset="tiny", device="cpu", image_size=IMAGE_SIZE)
+    face = FaceConfig(size=32, steps=4, scheduler="lcm", guidance_scale=1.0)
+    components = build_components(model, SamplerConfig(steps=4), face)
+    enhancer = components.face
+    assert enhancer is not None and isinstance(enhancer.scheduler, LCMFrameScheduler)
+    assert enhancer.scheduler.seed == face.seed
+    generator = torch.Generator().manual_seed(0)
+    crops = torch.rand((2, 3, 32, 32), generator=generator)
+    masks = torch.ones((2, 1, 32, 32))
+    masks[:, :, 8:24, 8:24] = 0.0
+    out = enhancer.enhance(crops, torch.rand((2, 3, 32, 32), generator=generator), masks)
+    assert out.shape == (2, 3, 32, 32) and torch.isfinite(out).all()
