@@ -153,6 +153,11 @@ def register(bench: Any) -> None:
         help="write the random weights here (default: a temporary folder)",
     )
     gpu.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime figures")
+    gpu.add_argument(
+        "--tensorrt",
+        action="store_true",
+        help="onnxruntime on TensorRT instead of CUDA (engine builds take minutes)",
+    )
     gpu.set_defaults(handler=_bench_gpu)
 
 
@@ -324,6 +329,7 @@ def _bench_gpu(args: argparse.Namespace, config: AppConfig) -> int:
     import torch
 
     from bench.gpu import NEEDS_CUDA, SD15, bench_gpu, format_report
+    from bench.gpu import PRESETS as GPU_PRESETS
 
     if not torch.cuda.is_available():
         print("anchor bench gpu needs CUDA: no CUDA device is visible to torch here "
@@ -333,7 +339,12 @@ def _bench_gpu(args: argparse.Namespace, config: AppConfig) -> int:
     if args.frames < 1:
         raise AnchorError(f"--frames must be >= 1, got {args.frames}")
     presets = tuple(name.strip() for name in args.presets.split(",") if name.strip())
+    unknown = [name for name in presets if name not in GPU_PRESETS]
+    if unknown or not presets:
+        raise AnchorError(f"--presets: {unknown or 'none'}; choose from {', '.join(GPU_PRESETS)}")
     architecture = dataclasses.replace(SD15, frames=args.frames)
-    report = bench_gpu("cuda", architecture, presets, args.weights_dir, not args.no_onnx)
+    report = bench_gpu(
+        "cuda", architecture, presets, args.weights_dir, not args.no_onnx, args.tensorrt
+    )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

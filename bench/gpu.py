@@ -17,8 +17,8 @@ stage) on a synthetic clip with fp16 and torch.compile, and each prints:
 - TF/s: bench/flops.py's count of FLOPs per committed frame of the same configuration
   (counted on meta tensors from the written config.json files) over the measured time.
 
-Where onnxruntime with the CUDA (or TensorRT) provider is installed, the live body
-denoiser is also exported and timed on it (bench/onnx.py). ``bench_gpu`` takes the
+Where onnxruntime with the CUDA provider (TensorRT with ``--tensorrt``) is installed, the
+live body denoiser is also exported and timed on it (bench/onnx.py). ``bench_gpu`` takes the
 device and an architecture, so a CPU test runs the same code path with tiny networks
 (fp16 and compile are CUDA-only and off there).
 """
@@ -264,20 +264,23 @@ def _significant(value: float) -> float:
     return float(f"{value:.6g}")
 
 
-def onnx_figures(config: AppConfig) -> dict[str, Any]:
-    """bench/onnx.py on the live body denoiser when onnxruntime has a GPU provider."""
+def onnx_figures(config: AppConfig, tensorrt: bool = False) -> dict[str, Any]:
+    """bench/onnx.py on the live body denoiser when onnxruntime has a GPU provider: CUDA,
+    or TensorRT with ``tensorrt`` (its engine build for an SD1.5 UNet takes many minutes,
+    more than this bench's budget)."""
     try:
         import onnxruntime
     except ImportError:
         return {"skipped": "onnxruntime is not installed"}
-    gpu = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
-    providers = set(onnxruntime.get_available_providers())
-    if not providers & gpu:
-        return {"skipped": f"no CUDA/TensorRT provider (have {sorted(providers)})"}
+    wanted = "TensorrtExecutionProvider" if tensorrt else "CUDAExecutionProvider"
+    available = onnxruntime.get_available_providers()
+    if wanted not in available:
+        return {"skipped": f"no {wanted} (have {sorted(available)})"}
     from bench.onnx import bench_onnx
 
+    model = config.model.model_copy(update={"onnx_providers": [wanted, "CPUExecutionProvider"]})
     try:
-        return bench_onnx(config.model, config.sampler, latent_sizes=(None,), repeats=3)
+        return bench_onnx(model, config.sampler, latent_sizes=(None,), repeats=3)
     except Exception as err:  # an export or provider failure is a figure, not a crash
         return {"error": f"{type(err).__name__}: {err}"}
 
@@ -288,6 +291,7 @@ def bench_gpu(
     presets: tuple[str, ...] = PRESETS,
     root: Path | None = None,
     onnx: bool = True,
+    tensorrt: bool = False,
 ) -> dict[str, Any]:
     """Write the weights (under ``root``, else a temporary folder), run ``presets``; a
     report. On a CUDA device fp16 and compile are on, on the CPU both off."""
@@ -307,7 +311,8 @@ def bench_gpu(
             "rows": rows,
         }
         if onnx:
-            report["onnxruntime"] = onnx_figures(preset_config("live", weights, device, False))
+            live = preset_config("live", weights, device, False)
+            report["onnxruntime"] = onnx_figures(live, tensorrt)
     return report
 
 
