@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -136,6 +137,28 @@ def register(bench: Any) -> None:
         help="fraction of GPU peak for the implied frames/s (default 0.4)",
     )
     flops.set_defaults(handler=_bench_flops)
+
+    gpu = bench.add_parser(
+        "gpu",
+        help="SD1.5-size random weights in the authors' layout: quality and live at 512 "
+        "with fp16 + torch.compile on one CUDA GPU (ms/frame, latency, peak memory, TF/s)",
+    )
+    gpu.add_argument("--json", action="store_true", help="print JSON")
+    gpu.add_argument("--frames", type=int, default=48, help="frames per preset run")
+    gpu.add_argument("--presets", default="quality,live", help="comma-separated presets")
+    gpu.add_argument(
+        "--weights-dir",
+        type=Path,
+        default=None,
+        help="write the random weights here (default: a temporary folder)",
+    )
+    gpu.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime figures")
+    gpu.add_argument(
+        "--tensorrt",
+        action="store_true",
+        help="onnxruntime on TensorRT instead of CUDA (engine builds take minutes)",
+    )
+    gpu.set_defaults(handler=_bench_gpu)
 
 
 def heldout_arguments(parser: argparse.ArgumentParser, bundle: bool = True) -> None:
@@ -295,5 +318,33 @@ def _bench_flops(args: argparse.Namespace, config: AppConfig) -> int:
     from bench.flops import bench_flops, format_report
 
     report = bench_flops(config, args.utilization)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _bench_gpu(args: argparse.Namespace, config: AppConfig) -> int:
+    """Handler of ``anchor bench gpu``: needs CUDA (exit status 2 without it)."""
+    import dataclasses
+
+    import torch
+
+    from bench.gpu import NEEDS_CUDA, SD15, bench_gpu, format_report
+    from bench.gpu import PRESETS as GPU_PRESETS
+
+    if not torch.cuda.is_available():
+        print("anchor bench gpu needs CUDA: no CUDA device is visible to torch here "
+              f"(torch {torch.__version__}); run it on a machine with an NVIDIA GPU",
+              file=sys.stderr)  # fmt: skip
+        return NEEDS_CUDA
+    if args.frames < 1:
+        raise AnchorError(f"--frames must be >= 1, got {args.frames}")
+    presets = tuple(name.strip() for name in args.presets.split(",") if name.strip())
+    unknown = [name for name in presets if name not in GPU_PRESETS]
+    if unknown or not presets:
+        raise AnchorError(f"--presets: {unknown or 'none'}; choose from {', '.join(GPU_PRESETS)}")
+    architecture = dataclasses.replace(SD15, frames=args.frames)
+    report = bench_gpu(
+        "cuda", architecture, presets, args.weights_dir, not args.no_onnx, args.tensorrt
+    )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

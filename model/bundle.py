@@ -31,9 +31,12 @@ from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.errors import AnchorError
 from model.face_sgdm import FaceEnhancer
 from model.loading import load_clip_vision, load_controlnet, load_unet, load_vae, require_folder
+from model.lora import apply_model_loras
 from model.placement import Components, place, resolve_placement
-from model.scheduling import DDIMFrameScheduler
+from model.presets import SD15_SCHEDULER_CONFIG
+from model.scheduling import frame_scheduler
 from model.sgdm import SGDMDenoiser, encode_appearance
+from model.tiny_vae import with_tiny_vae
 from model.video_io import read_image
 
 BUNDLE_META = "bundle.json"
@@ -83,8 +86,10 @@ def load_bundle(
     vae = load_vae(require_folder(folder, field, "vae"), field)
     clip = load_clip_vision(require_folder(folder, field, "clip"), field)
     null = load_null_embedding(folder)
+    apply_model_loras(model, unet, None)
     device, dtype = resolve_placement(model)
-    networks: tuple[torch.nn.Module, ...] = (unet, controlnet, vae, clip)
+    decoder_vae, encoder_vae = with_tiny_vae(vae, model.tiny_vae_path, "model.tiny_vae_path")
+    networks: tuple[torch.nn.Module, ...] = (unet, controlnet, decoder_vae, encoder_vae, clip)
     for network in networks:
         place(network, device, dtype)
     meta = bundle_meta(folder)
@@ -96,7 +101,7 @@ def load_bundle(
     denoiser = SGDMDenoiser(
         unet,
         controlnet,
-        vae,
+        decoder_vae,
         appearance,
         null,
         image_size=size,
@@ -105,11 +110,14 @@ def load_bundle(
         attention=model.attention,
         window_groupnorm=model.window_groupnorm,
         cache_conditioning=model.cache_conditioning,
+        encoder_vae=encoder_vae,
     )
-    scheduler = DDIMFrameScheduler.sd15(sampler.steps)
+    scheduler = frame_scheduler(
+        sampler.scheduler, SD15_SCHEDULER_CONFIG, sampler.steps, sampler.seed
+    )
     enhancer = None
     if face is not None and face.enabled:
-        enhancer = load_face_enhancer(folder, face, vae, clip, null, device, dtype)
+        enhancer = load_face_enhancer(folder, face, vae, clip, null, device, dtype, model)
     return Components(denoiser, scheduler, enhancer, appearance, device, dtype)
 
 
@@ -121,10 +129,12 @@ def load_face_enhancer(
     null_embedding: torch.Tensor,
     device: torch.device,
     dtype: torch.dtype,
+    model: ModelConfig | None = None,
 ) -> FaceEnhancer:
     """The bundle's face model (``head/``) as a ``FaceEnhancer`` over ``head/vae`` (else
-    the bundle's VAE) and the bundle's CLIP (both already placed on ``device``/``dtype``),
-    ``face.steps`` DDIM steps.
+    the bundle's VAE; ``face.tiny_vae_path`` decodes instead) and the bundle's CLIP (both
+    already placed on ``device``/``dtype``),
+    ``face.steps`` steps of ``face.scheduler``, with ``model.face_lora_path`` when given.
 
     Face appearance: ``face.reference_image``, else ``head/reference.png``. ``face.size``
     must be the crop size the model was trained at (``bundle.json`` ``face.size``).
@@ -143,9 +153,12 @@ def load_face_enhancer(
         )
     unet = load_unet(require_folder(folder, field, FACE_PART, "unet"), field)
     controlnet = load_controlnet(require_folder(folder, field, FACE_PART, "controlnet"), field)
+    if model is not None:
+        apply_model_loras(model, None, unet)
     if (folder / FACE_PART / "vae").is_dir():
         vae = load_vae(folder / FACE_PART / "vae", field)
-    face_networks: tuple[torch.nn.Module, ...] = (unet, controlnet, vae)
+    decoder_vae, encoder_vae = with_tiny_vae(vae, face.tiny_vae_path, "face.tiny_vae_path")
+    face_networks: tuple[torch.nn.Module, ...] = (unet, controlnet, decoder_vae, encoder_vae)
     for network in face_networks:
         place(network, device, dtype)
     image_path = face.reference_image or folder / FACE_PART / REFERENCE
@@ -158,12 +171,13 @@ def load_face_enhancer(
     return FaceEnhancer(
         unet,
         controlnet,
-        vae,
+        decoder_vae,
         appearance,
         null_embedding,
-        DDIMFrameScheduler.sd15(face.steps),
+        frame_scheduler(face.scheduler, SD15_SCHEDULER_CONFIG, face.steps, face.seed),
         size=face.size,
         guidance_scale=face.guidance_scale,
         controlnet_scale=face.controlnet_scale,
         seed=face.seed,
+        encoder_vae=encoder_vae,
     )

@@ -38,9 +38,11 @@ from model.loading import (
     load_vae,
     require_folder,
 )
+from model.lora import apply_model_loras
 from model.placement import Components, place, resolve_placement
 from model.presets import (
     SD15_IMAGE_SIZE,
+    SD15_SCHEDULER_CONFIG,
     TINY_IMAGE_SIZE,
     default_reference_image,
     tiny_clip_vision,
@@ -48,8 +50,9 @@ from model.presets import (
     tiny_unet,
     tiny_vae,
 )
-from model.scheduling import DDIMFrameScheduler
+from model.scheduling import frame_scheduler
 from model.sgdm import SGDMDenoiser, encode_appearance
+from model.tiny_vae import with_tiny_vae
 from model.video_io import read_image
 
 log = logging.getLogger("anchor.model")
@@ -62,12 +65,12 @@ class _Networks:
     vae: AutoencoderKL
     clip: CLIPVisionModel
     null_embedding: torch.Tensor
-    scheduler: DDIMFrameScheduler  # 1 step; re-derived per use with with_steps
+    scheduler_config: dict[str, Any]  # diffusers scheduler config (SD1.5's noise tables)
     face_unet: UNet2DConditionModel | None
     face_controlnet: ControlNetModel | None
     face_vae: AutoencoderKL | None
     face_null_embedding: torch.Tensor | None
-    face_scheduler: DDIMFrameScheduler | None
+    face_scheduler_config: dict[str, Any] | None
 
 
 def _stand_in_controlnet_weights(controlnet: ControlNetModel) -> None:
@@ -113,7 +116,7 @@ def _tiny_networks(config: ModelConfig, face: FaceConfig) -> _Networks:
             _stand_in_controlnet_weights(face_controlnet)
     # Tiny models have no text encoder: a zero null embedding stands in for the empty prompt.
     null = torch.zeros(_clip_tokens(clip), int(clip.config.hidden_size))
-    scheduler = DDIMFrameScheduler.sd15(1)
+    scheduler = dict(SD15_SCHEDULER_CONFIG)
     return _Networks(
         unet,
         controlnet,
@@ -139,7 +142,7 @@ def _sd15_networks(config: ModelConfig, face: FaceConfig) -> _Networks:
     clip = load_clip_vision(require_folder(config.clip_path, "model.clip_path"), "model.clip_path")
     encoder, tokenizer = load_text_encoder(sd, "model.sd_path")
     null = empty_prompt_embedding(encoder, tokenizer, _clip_tokens(clip))
-    scheduler = DDIMFrameScheduler(load_ddim_scheduler(sd, "model.sd_path"), 1)
+    scheduler = dict(load_ddim_scheduler(sd, "model.sd_path").config)
     face_unet = face_controlnet = face_vae = face_null = face_scheduler = None
     if face.enabled:
         inpainting = require_folder(config.sd_inpainting_path, "model.sd_inpainting_path")
@@ -151,7 +154,7 @@ def _sd15_networks(config: ModelConfig, face: FaceConfig) -> _Networks:
         face_vae = load_vae(require_folder(inpainting, inpaint_field, "vae"), inpaint_field)
         face_encoder, face_tokenizer = load_text_encoder(inpainting, inpaint_field)
         face_null = empty_prompt_embedding(face_encoder, face_tokenizer, _clip_tokens(clip))
-        face_scheduler = DDIMFrameScheduler(load_ddim_scheduler(inpainting, inpaint_field), 1)
+        face_scheduler = dict(load_ddim_scheduler(inpainting, inpaint_field).config)
     return _Networks(
         unet,
         controlnet,
@@ -172,7 +175,7 @@ def _reference(path: Path | None, size: int) -> torch.Tensor:
 
 
 def build_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConfig) -> Components:
-    """Networks, scheduler (``sampler.steps`` DDIM steps), face enhancer (when
+    """Networks, scheduler (``sampler.steps`` steps of ``sampler.scheduler``), face enhancer (when
     ``face.enabled``) and appearance tokens, placed per ``model.device``/``model.precision``.
 
     Raises AnchorError naming the config field when a folder is missing, WeightsError
@@ -210,16 +213,20 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
     networks = (
         _tiny_networks(model, face) if model.preset == "tiny" else _sd15_networks(model, face)
     )
+    apply_model_loras(model, networks.unet, networks.face_unet)
     default_size = TINY_IMAGE_SIZE if model.preset == "tiny" else SD15_IMAGE_SIZE
     image_size = model.image_size or default_size
-    for network in (networks.unet, networks.controlnet, networks.vae, networks.clip):
+    decoder_vae, encoder_vae = with_tiny_vae(
+        networks.vae, model.tiny_vae_path, "model.tiny_vae_path"
+    )
+    for network in (networks.unet, networks.controlnet, decoder_vae, encoder_vae, networks.clip):
         place(network, device, dtype)
     reference = _reference(model.reference_image, image_size)
     appearance = encode_appearance(networks.clip, reference)
     denoiser = SGDMDenoiser(
         networks.unet,
         networks.controlnet,
-        networks.vae,
+        decoder_vae,
         appearance,
         networks.null_embedding,
         image_size=image_size,
@@ -228,13 +235,18 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
         attention=model.attention,
         window_groupnorm=model.window_groupnorm,
         cache_conditioning=model.cache_conditioning,
+        encoder_vae=encoder_vae,
     )
     enhancer = None
     if face.enabled:
         assert networks.face_unet is not None and networks.face_controlnet is not None
         assert networks.face_vae is not None and networks.face_null_embedding is not None
-        assert networks.face_scheduler is not None
-        for network in (networks.face_unet, networks.face_controlnet, networks.face_vae):
+        assert networks.face_scheduler_config is not None
+        face_decoder, face_encoder = with_tiny_vae(
+            networks.face_vae, face.tiny_vae_path, "face.tiny_vae_path"
+        )
+        face_networks = (networks.face_unet, networks.face_controlnet, face_decoder, face_encoder)
+        for network in face_networks:
             place(network, device, dtype)
         face_reference = (
             reference if face.reference_image is None else read_image(face.reference_image)
@@ -242,14 +254,15 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
         enhancer = FaceEnhancer(
             networks.face_unet,
             networks.face_controlnet,
-            networks.face_vae,
+            face_decoder,
             encode_appearance(networks.clip, face_reference),
             networks.face_null_embedding,
-            networks.face_scheduler.with_steps(face.steps),
+            frame_scheduler(face.scheduler, networks.face_scheduler_config, face.steps, face.seed),
             size=face.size,
             guidance_scale=face.guidance_scale,
             controlnet_scale=face.controlnet_scale,
             seed=face.seed,
+            encoder_vae=face_encoder,
         )
     log.info(
         "model ready: preset %s, %dx%d, %s %s, attention %s",
@@ -260,9 +273,10 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
         dtype,
         model.attention,
     )
-    return Components(
-        denoiser, networks.scheduler.with_steps(sampler.steps), enhancer, appearance, device, dtype
+    scheduler = frame_scheduler(
+        sampler.scheduler, networks.scheduler_config, sampler.steps, sampler.seed
     )
+    return Components(denoiser, scheduler, enhancer, appearance, device, dtype)
 
 
 def _bundle_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConfig) -> Components:
@@ -291,11 +305,11 @@ def _onnx_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConfi
             "'torch'"
         )
     denoiser = load_onnx_denoiser(model, sampler)
+    scheduler_config = dict(SD15_SCHEDULER_CONFIG)
     if model.preset == "sd15":
         sd = require_folder(model.sd_path, "model.sd_path")
-        scheduler = DDIMFrameScheduler(load_ddim_scheduler(sd, "model.sd_path"), sampler.steps)
-    else:
-        scheduler = DDIMFrameScheduler.sd15(sampler.steps)
+        scheduler_config = dict(load_ddim_scheduler(sd, "model.sd_path").config)
+    scheduler = frame_scheduler(sampler.scheduler, scheduler_config, sampler.steps, sampler.seed)
     log.info(
         "model ready: preset %s from %s, %dx%d, onnxruntime on %s, attention %s",
         model.preset,

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 AttentionMode = Literal["all-frame", "per-frame", "sparse"]
 SamplerMode = Literal["offline", "exact", "low"]
 Precision = Literal["auto", "float32", "float16", "bfloat16"]
+# "ddim": the paper's sampler; "lcm": latent-consistency sampling for LCM-distilled weights
+# (an LCM-LoRA in model.lora_path), 2-8 steps without CFG (model/scheduling.py).
+SchedulerKind = Literal["ddim", "lcm"]
 
 
 class Section(BaseModel):
@@ -69,6 +72,19 @@ class ModelConfig(Section):
     # compile takes minutes for little gain). compile_backend: torch.compile's backend.
     compile: Literal["off", "on", "auto"] = "off"
     compile_backend: str = "inductor"
+    # A LoRA safetensors file (kohya or diffusers/peft key layout, e.g. an SD1.5 LCM-LoRA)
+    # applied to the body UNet; every key must match the UNet (model/lora.py).
+    # lora_fuse: merge it into the weights at load (no adapter cost per step).
+    lora_path: Path | None = None
+    lora_scale: float = 1.0
+    lora_fuse: bool = False
+    # The same for the face UNet (the 9-channel face SGDM).
+    face_lora_path: Path | None = None
+    face_lora_scale: float = 1.0
+    # A diffusers AutoencoderTiny folder (save_pretrained layout, e.g. TAESD or one from
+    # ``anchor train vae --tiny``) that replaces the body VAE's decoder, and its encoder
+    # where the body model encodes images.
+    tiny_vae_path: Path | None = None
 
 
 class SamplerConfig(Section):
@@ -78,6 +94,7 @@ class SamplerConfig(Section):
     # streamed; low: one window of latency, overlaps averaged with the previous window's
     # cached predictions. Live sessions need a streaming mode (exact or low).
     mode: SamplerMode = "low"
+    scheduler: SchedulerKind = "ddim"
     steps: int = Field(20, ge=1, le=1000)
     guidance_scale: float = Field(7.5, ge=0.0)
     controlnet_scale: float = Field(2.0, ge=0.0)
@@ -103,6 +120,7 @@ class FaceConfig(Section):
 
     enabled: bool = True
     size: int = Field(256, ge=32)
+    scheduler: SchedulerKind = "ddim"
     steps: int = Field(20, ge=1, le=1000)
     guidance_scale: float = Field(3.5, ge=0.0)
     controlnet_scale: float = Field(1.0, ge=0.0)
@@ -111,6 +129,8 @@ class FaceConfig(Section):
     reference_image: Path | None = None
     # Run face crops through the window sampler (all-frame attention + overlap averaging).
     face_temporal: bool = False
+    # A diffusers AutoencoderTiny folder replacing the face model's VAE (decoder and encoder).
+    tiny_vae_path: Path | None = None
 
 
 class RenderConfig(Section):

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 from model.guided import controlnet_unet_noise, uses_guidance
-from model.scheduling import DDIMFrameScheduler
+from model.scheduling import PerFrameScheduler
 from model.sgdm import conditioning_embedding, vae_decode, vae_encode
+from model.tiny_vae import Autoencoder
 
 
 class FaceEnhancer:
@@ -29,22 +29,24 @@ class FaceEnhancer:
 
     appearance, null_embedding: (T, D) float32 CLIP tokens of the reference face and the
     unconditional embedding. Guidance runs when guidance_scale > 1 (default 3.5);
-    controlnet_scale default 1.0.
+    controlnet_scale default 1.0. ``vae`` decodes (an AutoencoderTiny with
+    ``face.tiny_vae_path``); ``encoder_vae`` encodes the masked crops (default ``vae``).
     """
 
     def __init__(
         self,
         unet: UNet2DConditionModel,
         controlnet: ControlNetModel,
-        vae: AutoencoderKL,
+        vae: Autoencoder,
         appearance: torch.Tensor,
         null_embedding: torch.Tensor,
-        scheduler: DDIMFrameScheduler,
+        scheduler: PerFrameScheduler,
         *,
         size: int = 256,
         guidance_scale: float = 3.5,
         controlnet_scale: float = 1.0,
         seed: int = 42,
+        encoder_vae: Autoencoder | None = None,
     ) -> None:
         if unet.config["in_channels"] != 9:
             raise ValueError(
@@ -58,6 +60,7 @@ class FaceEnhancer:
         if size % 8:
             raise ValueError(f"face.size must be a multiple of 8, got {size}")
         self.unet, self.controlnet, self.vae = unet, controlnet, vae
+        self.encoder_vae = vae if encoder_vae is None else encoder_vae
         self.device, self.dtype = unet.device, unet.dtype
         self.appearance = appearance.float()
         self.null_embedding = null_embedding.float()
@@ -101,7 +104,8 @@ class FaceEnhancer:
         if count == 0:
             return crops.float().cpu()
         keep = (masks > 0.5).to(crops.dtype)
-        masked_latents = vae_encode(self.vae, crops.float().cpu() * keep.cpu()).to(self.device)
+        masked = crops.float().cpu() * keep.cpu()
+        masked_latents = vae_encode(self.encoder_vae, masked).to(self.device)
         latent_size = self.size // 8
         mask_latent = F.interpolate(masks.float().cpu(), size=(latent_size, latent_size))
         mask_latent = mask_latent.to(self.device)

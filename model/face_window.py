@@ -59,7 +59,7 @@ class FaceWindowDenoiser:
         enhancer = self.enhancer
         crops, mesh_crops, masks = images[:, :3], images[:, 3:6], images[:, 6:7]
         keep = (masks > 0.5).to(crops.dtype)
-        masked_latents = vae_encode(enhancer.vae, crops.float().cpu() * keep.cpu())
+        masked_latents = vae_encode(enhancer.encoder_vae, crops.float().cpu() * keep.cpu())
         latent_size = (self.latent_height, self.latent_width)
         mask_latent = F.interpolate(masks.float().cpu(), size=latent_size)
         embedding = conditioning_embedding(

@@ -15,7 +15,7 @@ from model.config import ModelConfig
 from model.errors import AnchorError
 from model.face_sgdm import FaceEnhancer
 from model.onnx_runtime import OnnxDenoiser
-from model.scheduling import DDIMFrameScheduler
+from model.scheduling import PerFrameScheduler
 from model.sgdm import SGDMDenoiser
 
 
@@ -28,7 +28,7 @@ class Components:
     """
 
     denoiser: SGDMDenoiser | OnnxDenoiser
-    scheduler: DDIMFrameScheduler
+    scheduler: PerFrameScheduler
     face: FaceEnhancer | None
     appearance: torch.Tensor
     device: torch.device

@@ -9,11 +9,11 @@ batch, with the window attention of model/attention.py.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.autoencoders.autoencoder_tiny import AutoencoderTiny
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from transformers import CLIPVisionModel
@@ -21,6 +21,7 @@ from transformers import CLIPVisionModel
 from model.attention import WindowContext, install_attention, set_window_groupnorm
 from model.config import AttentionMode
 from model.guided import controlnet_unet_noise, guide, guided_branches, uses_guidance
+from model.tiny_vae import Autoencoder
 
 # OpenAI CLIP preprocessing constants (CLIPImageProcessor defaults).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -62,15 +63,18 @@ def encode_appearance(clip: CLIPVisionModel, image: torch.Tensor) -> torch.Tenso
 
 
 @torch.no_grad()
-def vae_encode(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) [0, 1] -> (N, 4, H/8, W/8) scaled latents (distribution mode), float32."""
+def vae_encode(vae: Autoencoder, images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) [0, 1] -> (N, 4, H/8, W/8) scaled latents (an AutoencoderKL's
+    distribution mode, an AutoencoderTiny's latents), float32."""
     pixels = (images * 2.0 - 1.0).to(vae.device, vae.dtype)
-    latents = vae.encode(pixels).latent_dist.mode()  # type: ignore[union-attr]
+    encoded: Any = vae.encode(pixels)
+    tiny = isinstance(vae, AutoencoderTiny)
+    latents = encoded.latents if tiny else encoded.latent_dist.mode()
     return (latents * vae.config["scaling_factor"]).float()
 
 
 @torch.no_grad()
-def vae_decode(vae: AutoencoderKL, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+def vae_decode(vae: Autoencoder, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
     """(N, 4, h, w) latents -> (N, 3, 8h, 8w) float32 [0, 1] images on the CPU, in chunks."""
     frames = []
     for start in range(0, latents.shape[0], chunk):
@@ -90,14 +94,15 @@ class SGDMDenoiser:
     they are the ``encoder_hidden_states`` of both the UNet and the ControlNet.
     Classifier-free guidance runs when guidance_scale > 1 (diffusers' rule), else the
     conditional prediction alone. Networks run in ``dtype`` on ``device``; inputs and
-    outputs of the public methods are float32.
+    outputs of the public methods are float32. ``vae`` decodes (an AutoencoderTiny with
+    ``model.tiny_vae_path``); ``encoder_vae`` encodes (default ``vae``).
     """
 
     def __init__(
         self,
         unet: UNet2DConditionModel,
         controlnet: ControlNetModel,
-        vae: AutoencoderKL,
+        vae: Autoencoder,
         appearance: torch.Tensor,
         null_embedding: torch.Tensor,
         *,
@@ -107,6 +112,7 @@ class SGDMDenoiser:
         attention: AttentionMode = "all-frame",
         window_groupnorm: bool = False,
         cache_conditioning: bool = True,
+        encoder_vae: Autoencoder | None = None,
     ) -> None:
         if appearance.shape != null_embedding.shape or appearance.ndim != 2:
             raise ValueError(
@@ -121,6 +127,7 @@ class SGDMDenoiser:
         if image_size % 8:
             raise ValueError(f"image size must be a multiple of 8, got {image_size}")
         self.unet, self.controlnet, self.vae = unet, controlnet, vae
+        self.encoder_vae = vae if encoder_vae is None else encoder_vae
         self.device, self.dtype = unet.device, unet.dtype
         self.appearance = appearance.float()
         self.null_embedding = null_embedding.float()
@@ -235,7 +242,7 @@ class SGDMDenoiser:
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) [0, 1] -> (N, C, h, w) float32 latents (distribution mode)."""
-        return vae_encode(self.vae, images)
+        return vae_encode(self.encoder_vae, images)
 
 
 def save_networks(denoiser: SGDMDenoiser, folder: Path) -> None:

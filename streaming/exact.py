@@ -26,7 +26,7 @@ Two schedules, same results:
   K@0 -> K-m@1 -> ... (each needs the previous, so one window per call in steady state).
   Latency about (m(T-1)+1) windows of frames.
 
-The scheduler must be per-frame stateless (DDIM): frames step at different times.
+The scheduler must be per-frame stateless (DDIM, LCM): frames step at different times.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import torch
 from model.config import SamplerConfig
 from model.denoiser import FrameScheduler, WindowDenoiser
 from model.errors import AnchorError
-from model.scheduling import DDIMFrameScheduler
+from model.scheduling import DDIMFrameScheduler, LCMFrameScheduler
 from streaming.batching import WindowRequest, evaluate_windows
 from streaming.clip import ClipState
 from streaming.frames import CommittedFrame, ConditionFrame
@@ -52,17 +52,18 @@ def check_per_frame_scheduler(scheduler: FrameScheduler) -> None:
     Exact streaming steps each frame when its own windows are done, so frames of one
     clip are at different steps at any moment; a scheduler keeping history between
     steps (DPM-Solver multistep, PNDM, ...) would mix the frames' histories. Accepted:
-    deterministic DDIM (``DDIMFrameScheduler``) or any scheduler that declares
+    deterministic DDIM (``DDIMFrameScheduler``), LCM with its per-step noise shared by all
+    frames (``LCMFrameScheduler``) or any scheduler that declares
     ``per_frame_stateless = True``.
     """
-    if isinstance(scheduler, DDIMFrameScheduler) or getattr(
+    if isinstance(scheduler, DDIMFrameScheduler | LCMFrameScheduler) or getattr(
         scheduler, "per_frame_stateless", False
     ):
         return
     inner = getattr(scheduler, "scheduler", scheduler)
     raise AnchorError(
         f"sampler.mode = 'exact' needs a scheduler whose step depends only on the current "
-        f"step (DDIM); {type(inner).__name__} is not known to be: use sampler.mode 'offline'"
+        f"step (DDIM, LCM); {type(inner).__name__} is not known to be: use sampler.mode 'offline'"
     )
 
 

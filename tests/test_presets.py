@@ -70,3 +70,16 @@ def test_unknown_preset_is_named() -> None:
     assert args.preset == "live"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--preset", "fast", "serve"])
+
+
+def test_live_keeps_a_configured_tiny_decoder_lora_and_scheduler(tmp_path: Path) -> None:
+    toml = tmp_path / "fast.toml"
+    toml.write_text(
+        '[model]\ntiny_vae_path = "taesd"\nlora_path = "lcm.safetensors"\nlora_fuse = true\n'
+        '[sampler]\nscheduler = "lcm"\n[face]\ntiny_vae_path = "taesd-face"\n'
+    )
+    config = load_config(toml, [], environ={}, preset="live")
+    assert config.model.tiny_vae_path is not None and config.model.tiny_vae_path.name == "taesd"
+    assert config.face.tiny_vae_path is not None
+    assert config.model.lora_path is not None and config.model.lora_fuse
+    assert config.sampler.scheduler == "lcm" and config.sampler.steps == 4

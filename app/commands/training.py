@@ -204,6 +204,23 @@ def _register_train(commands: Any) -> None:
                 help="train the decoder only (encoder and scaling factor frozen: latents of "
                 "models trained on this autoencoder stay valid); use with --init FOLDER",
             )
+            parser.add_argument(
+                "--tiny",
+                action="store_true",
+                help="distil a diffusers AutoencoderTiny (TAESD layout) from the VAE of --init "
+                "FOLDER on these frames; prints its SSIM/PSNR against the full VAE's",
+            )
+            parser.add_argument(
+                "--tiny-encoder",
+                action="store_true",
+                help="with --tiny: train its encoder too (default: decoder only)",
+            )
+            parser.add_argument(
+                "--tiny-channels",
+                type=int,
+                default=64,
+                help="with --tiny: width of each of its 4 blocks (TAESD: 64)",
+            )
         else:
             parser.add_argument(
                 "--stage",
@@ -251,6 +268,8 @@ def train_config(args: argparse.Namespace, config: AppConfig) -> Any:
 
 def train_command(args: argparse.Namespace, config: AppConfig) -> int:
     """Handler of ``anchor train body|face|vae``."""
+    if getattr(args, "tiny", False):
+        return _distil_command(args, config)
     from model.training.trainer import TrainRun, train
 
     run = TrainRun(
@@ -271,4 +290,24 @@ def train_command(args: argparse.Namespace, config: AppConfig) -> int:
     loss = result.loss if result.losses else None
     print(json.dumps({"step": result.step, "loss": loss,
                       "final": str(result.final) if result.final else None}))  # fmt: skip
+    return 0
+
+
+def _distil_command(args: argparse.Namespace, config: AppConfig) -> int:
+    """``anchor train vae --tiny``: model/training/distill.py; prints its figures as JSON."""
+    from model.training.distill import TinyRun, distil_tiny_vae
+
+    if args.decoder_only:
+        raise AnchorError("--decoder-only applies to the AutoencoderKL, not to --tiny")
+    run = TinyRun(
+        data=list(args.data),
+        out=args.out,
+        init=args.init,
+        faces=args.faces,
+        encoder=args.tiny_encoder,
+        image_size=args.image_size,
+        channels=(args.tiny_channels,) * 4,
+    )
+    figures = distil_tiny_vae(run, train_config(args, config), config.model)
+    print(json.dumps(figures))
     return 0
