@@ -1,0 +1,181 @@
+"""``AnchorVideoService`` in real pipecat pipelines (PipelineWorker + WorkerRunner, pipecat's
+successors of PipelineTask/PipelineRunner) with espeak-ng speech at 22.05 kHz and the tiny
+real model at 64 px, 5 frames/s (a rate two shared CPU cores sustain).
+
+Rates and offsets are read from the frames' pts and arrival order, with the tolerances
+the product promises (±10 % rate, ±45 ms A/V); the interruption is checked by ordering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import statistics
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from a2m_helpers import synthesize
+from pipecat.frames.frames import EndFrame, InterruptionFrame, TTSAudioRawFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.workers.runner import WorkerRunner
+
+from bench.pipecat import AvatarProbe, av_offsets_ms
+from clients.pipecat import AnchorVideoService
+from clients.pipecat_sessions import RemoteAvatarSession
+from model.audio2motion import BuiltinAudioToMotion
+from model.config import FaceConfig, ModelConfig, RenderConfig, SamplerConfig
+from model.errors import AnchorError
+from streaming.config import PipelineConfig
+from streaming.pipeline import PipelineFactory
+
+FPS = 5.0
+CONFIG = PipelineConfig(
+    model=ModelConfig(preset="tiny", device="cpu"),
+    sampler=SamplerConfig(steps=2, window_size=4, overlap=1, mode="low"),
+    face=FaceConfig(enabled=False),
+    render=RenderConfig(width=64, height=64, fps=FPS),
+)
+
+
+@pytest.fixture(scope="module")
+def factory() -> Iterator[PipelineFactory]:
+    from streaming.factory import load_pipeline_factory
+
+    shared = load_pipeline_factory(CONFIG)
+    yield shared
+    shared.close()
+
+
+def espeak_tts(tmp_path: Path, text: str) -> list[TTSAudioRawFrame]:
+    """espeak-ng's own output (22.05 kHz PCM16) as 20 ms TTS frames."""
+    synthesize(tmp_path / "speech.wav", text)
+    with wave.open(str(tmp_path / "speech.espeak.wav"), "rb") as raw:
+        rate = raw.getframerate()
+        pcm = raw.readframes(raw.getnframes())
+    assert rate != 16000  # the service resamples whatever rate the TTS speaks
+    step = 2 * rate // 50
+    return [TTSAudioRawFrame(pcm[i : i + step], rate, 1) for i in range(0, len(pcm), step)]
+
+
+def run_pipeline(processors: list[FrameProcessor], script: Any, limit_s: float = 120.0) -> None:
+    """Run ``Pipeline(processors)`` while ``script(worker)`` drives it; the script ends it."""
+
+    async def main() -> None:
+        worker = PipelineWorker(
+            Pipeline(processors),
+            params=PipelineParams(enable_metrics=True),
+            enable_rtvi=False,
+            cancel_on_idle_timeout=False,
+        )
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(worker)
+        running = asyncio.create_task(runner.run())
+        try:
+            await asyncio.wait_for(script(worker), limit_s)
+            await asyncio.wait_for(running, limit_s)
+        finally:
+            if not running.done():
+                await worker.cancel()
+                await running
+
+    asyncio.run(main())
+
+
+def test_speech_drives_lip_synced_video_at_the_session_rate(
+    factory: PipelineFactory, tmp_path: Path
+) -> None:
+    tts = espeak_tts(tmp_path, "Hello, I am the anchor.")
+    service = AnchorVideoService.local(CONFIG, factory)
+    probe = AvatarProbe()
+    idle_frames = 6
+
+    async def script(worker: PipelineWorker) -> None:
+        await probe.wait(lambda: len(probe.shown) >= idle_frames, 90.0)
+        await worker.queue_frames(tts)
+        await probe.wait(lambda: bool(probe.heard) and not service.speaking, 60.0)
+        await worker.queue_frame(EndFrame())
+
+    run_pipeline([service, probe], script)
+
+    assert probe.errors == []
+    shown = probe.shown
+    assert [frame.seq for frame in shown] == sorted({frame.seq for frame in shown})
+    assert all(frame.size == (64, 64) and len(frame.image) == 64 * 64 * 3 for frame in shown)
+    intervals = np.diff([frame.pts for frame in shown]) / 1e9
+    assert abs(statistics.median(intervals) * FPS - 1.0) <= 0.1
+    # Idle: breathing, sway, blinks and gaze keep every frame moving.
+    first_speech = service.stats.first_speech_seq
+    assert first_speech is not None
+    idle = [frame.image for frame in shown if frame.seq < first_speech]
+    assert len(idle) >= idle_frames - 1
+    assert all(a != b for a, b in itertools.pairwise(idle))
+    # All the speech came out, at its rate, each chunk at its frame's slot.
+    rate = tts[0].sample_rate
+    total = sum(frame.num_frames for frame in tts)
+    heard = sum(chunk.samples for chunk in probe.heard)
+    assert {chunk.sample_rate for chunk in probe.heard} == {rate}
+    assert total <= heard <= total + rate / FPS
+    offsets = av_offsets_ms(probe, FPS)
+    assert len(offsets) == len(probe.heard)
+    assert abs(statistics.median(offsets)) <= 45.0
+    assert sorted(abs(value) for value in offsets)[int(0.9 * (len(offsets) - 1))] <= 45.0
+
+
+def test_interruption_drops_queued_speech_and_keeps_the_avatar_alive(
+    factory: PipelineFactory, tmp_path: Path
+) -> None:
+    tts = espeak_tts(tmp_path, "This sentence is long enough to be cut off by the user.")
+    service = AnchorVideoService.local(CONFIG, factory)
+    probe = AvatarProbe()
+    marks: dict[str, int] = {}
+
+    async def script(worker: PipelineWorker) -> None:
+        await probe.wait(lambda: len(probe.shown) >= 2, 90.0)
+        await worker.queue_frames(tts)
+        await probe.wait(lambda: len(probe.heard) >= 3, 60.0)
+        await worker.queue_frame(InterruptionFrame())
+        await probe.wait(lambda: bool(probe.interruptions), 10.0)
+        marks["heard"], marks["shown"] = len(probe.heard), len(probe.shown)
+        await probe.wait(lambda: len(probe.shown) >= marks["shown"] + 4, 60.0)
+        await worker.queue_frame(EndFrame())
+
+    run_pipeline([service, probe], script)
+
+    assert probe.errors == []
+    # No speech after the interruption passed the service: queued audio was dropped
+    # with the motion and the frames not yet shown.
+    assert len(probe.heard) == marks["heard"]
+    assert service.stats.last_speech_after_interruption is None
+    assert sum(chunk.samples for chunk in probe.heard) < sum(f.num_frames for f in tts) / 2
+    assert not service.speaking
+    # The session went on: new (idle) frames, later than anything in flight at the clear.
+    cleared_from = max(chunk.seq for chunk in probe.heard)
+    after = probe.shown[marks["shown"] :]
+    assert len(after) >= 4 and all(frame.seq > cleared_from for frame in after)
+
+
+def test_session_start_failure_is_an_error_frame_upstream() -> None:
+    session = RemoteAvatarSession("ws://127.0.0.1:9/sessions/x/motion", token=None, fps=FPS)
+    probe = AvatarProbe()
+    service = AnchorVideoService(session)
+
+    async def script(worker: PipelineWorker) -> None:
+        await probe.wait(lambda: bool(probe.errors), 30.0)
+        await worker.queue_frame(EndFrame())
+
+    run_pipeline([probe, service], script)
+
+    assert len(probe.errors) == 1
+    assert "cannot start the avatar session" in probe.errors[0].error
+
+
+def test_generator_rate_must_match_the_session() -> None:
+    session = RemoteAvatarSession("ws://127.0.0.1:9/x", token=None, fps=25.0)
+    with pytest.raises(AnchorError, match=r"generator: must .* 25\.0 fps"):
+        AnchorVideoService(session, generator=BuiltinAudioToMotion(fps=30.0))
