@@ -87,12 +87,16 @@ class AvatarProbe(FrameProcessor):
         await self.push_frame(frame, direction)
 
     async def wait(self, predicate: Any, limit_s: float) -> None:
-        """Poll ``predicate()`` every 10 ms; TimeoutError after ``limit_s``."""
-        deadline = time.monotonic() + limit_s
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError("avatar probe: the expected output did not come")
-            await asyncio.sleep(0.01)
+        await wait_until(predicate, limit_s)
+
+
+async def wait_until(predicate: Any, limit_s: float) -> None:
+    """Poll ``predicate()`` every 10 ms; TimeoutError after ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the expected avatar output did not come")
+        await asyncio.sleep(0.01)
 
 
 def av_offsets_ms(probe: AvatarProbe, fps: float) -> list[float]:

@@ -9,6 +9,7 @@ the product promises (±10 % rate, ±45 ms A/V); the interruption is checked by 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import statistics
 import wave
@@ -25,7 +26,7 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
-from bench.pipecat import AvatarProbe, av_offsets_ms
+from bench.pipecat import AvatarProbe, av_offsets_ms, wait_until
 from clients.pipecat import AnchorVideoService
 from clients.pipecat_sessions import RemoteAvatarSession
 from model.audio2motion import BuiltinAudioToMotion
@@ -35,6 +36,8 @@ from streaming.config import PipelineConfig
 from streaming.pipeline import PipelineFactory
 
 FPS = 5.0
+# Peak (PCM16) above which decoded audio is speech, not silence plus codec noise.
+AUDIBLE_PEAK = 1000
 CONFIG = PipelineConfig(
     model=ModelConfig(preset="tiny", device="cpu"),
     sampler=SamplerConfig(steps=2, window_size=4, overlap=1, mode="low"),
@@ -63,28 +66,30 @@ def espeak_tts(tmp_path: Path, text: str) -> list[TTSAudioRawFrame]:
     return [TTSAudioRawFrame(pcm[i : i + step], rate, 1) for i in range(0, len(pcm), step)]
 
 
-def run_pipeline(processors: list[FrameProcessor], script: Any, limit_s: float = 120.0) -> None:
+async def run_pipeline_async(
+    processors: list[FrameProcessor], script: Any, limit_s: float = 120.0
+) -> None:
     """Run ``Pipeline(processors)`` while ``script(worker)`` drives it; the script ends it."""
+    worker = PipelineWorker(
+        Pipeline(processors),
+        params=PipelineParams(enable_metrics=True),
+        enable_rtvi=False,
+        cancel_on_idle_timeout=False,
+    )
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    running = asyncio.create_task(runner.run())
+    try:
+        await asyncio.wait_for(script(worker), limit_s)
+        await asyncio.wait_for(running, limit_s)
+    finally:
+        if not running.done():
+            await worker.cancel()
+            await running
 
-    async def main() -> None:
-        worker = PipelineWorker(
-            Pipeline(processors),
-            params=PipelineParams(enable_metrics=True),
-            enable_rtvi=False,
-            cancel_on_idle_timeout=False,
-        )
-        runner = WorkerRunner(handle_sigint=False)
-        await runner.add_workers(worker)
-        running = asyncio.create_task(runner.run())
-        try:
-            await asyncio.wait_for(script(worker), limit_s)
-            await asyncio.wait_for(running, limit_s)
-        finally:
-            if not running.done():
-                await worker.cancel()
-                await running
 
-    asyncio.run(main())
+def run_pipeline(processors: list[FrameProcessor], script: Any, limit_s: float = 120.0) -> None:
+    asyncio.run(run_pipeline_async(processors, script, limit_s))
 
 
 def test_speech_drives_lip_synced_video_at_the_session_rate(
@@ -179,3 +184,75 @@ def test_generator_rate_must_match_the_session() -> None:
     session = RemoteAvatarSession("ws://127.0.0.1:9/x", token=None, fps=25.0)
     with pytest.raises(AnchorError, match=r"generator: must .* 25\.0 fps"):
         AnchorVideoService(session, generator=BuiltinAudioToMotion(fps=30.0))
+
+
+def test_avatar_reaches_a_webrtc_peer_through_the_small_webrtc_transport(
+    factory: PipelineFactory, tmp_path: Path
+) -> None:
+    """pipecat's SmallWebRTCTransport (aiortc) sends the avatar to a real aiortc peer in this
+    process: the peer decodes the 64x64 video and hears the speech."""
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc.mediastreams import MediaStreamError
+    from pipecat.transports.base_transport import TransportParams
+    from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+    from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
+
+    from server.webrtc import enable_loopback_candidates
+
+    tts = espeak_tts(tmp_path, "Hello from the anchor.")
+    received: dict[str, int] = {"video": 0, "audible": 0}
+    sizes: set[tuple[int, int]] = set()
+
+    async def read(track: Any) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                if track.kind == "video":
+                    received["video"] += 1
+                    sizes.add((frame.width, frame.height))
+                elif np.abs(frame.to_ndarray()).max() > AUDIBLE_PEAK:
+                    received["audible"] += 1
+
+    async def main() -> None:
+        enable_loopback_candidates()
+        peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        peer.addTransceiver("audio", direction="recvonly")
+        peer.addTransceiver("video", direction="recvonly")
+        readers: list[asyncio.Task[None]] = []
+        peer.on("track", lambda track: readers.append(asyncio.create_task(read(track))))
+        await peer.setLocalDescription(await peer.createOffer())
+        connection = SmallWebRTCConnection()
+        await connection.initialize(sdp=peer.localDescription.sdp, type="offer")
+        answer = connection.get_answer()
+        assert answer is not None
+        await peer.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+        transport = SmallWebRTCTransport(
+            connection,
+            TransportParams(
+                audio_out_enabled=True,
+                video_out_enabled=True,
+                video_out_is_live=True,
+                video_out_width=64,
+                video_out_height=64,
+                video_out_framerate=int(FPS),
+            ),
+        )
+        service = AnchorVideoService.local(CONFIG, factory)
+
+        async def script(worker: PipelineWorker) -> None:
+            await wait_until(lambda: received["video"] >= 3, 90.0)
+            await worker.queue_frames(tts)
+            await wait_until(lambda: received["audible"] >= 10, 60.0)
+            await worker.queue_frame(EndFrame())
+
+        try:
+            await run_pipeline_async([service, transport.output()], script)
+        finally:
+            await peer.close()
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+
+    asyncio.run(main())
+    assert sizes == {(64, 64)}
+    assert received["video"] >= 3 and received["audible"] >= 10
