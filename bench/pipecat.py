@@ -162,7 +162,8 @@ async def measure(service: AnchorVideoService, idle_s: float = 1.0) -> dict[str,
         cancel_on_idle_timeout=False,
     )
     runner = WorkerRunner(handle_sigint=False)
-    running = asyncio.create_task(runner.run(worker))
+    await runner.add_workers(worker)
+    running = asyncio.create_task(runner.run())
     fps = service.fps
     try:
         await probe.wait(lambda: len(probe.shown) >= 1, 300.0)

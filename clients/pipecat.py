@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,6 +52,7 @@ from clients.pipecat_sessions import (
 from model.audio2motion.audio import SAMPLE_RATE, frame_boundary
 from model.audio2motion.builtin import BuiltinAudioToMotion
 from model.errors import AnchorError
+from server.live_rate import RateControl
 
 if TYPE_CHECKING:
     from model.audio2motion.interface import AudioToMotion
@@ -69,24 +70,23 @@ FAR_BEHIND_FRAMES = 4
 
 @dataclass
 class AvatarStats:
-    """What the service did, on ``time.monotonic()``: kept for the tests and the bench.
+    """Counters of the service (bounded: a bot may run for days), times on
+    ``time.monotonic()``.
 
-    video_at[seq] / speech_at[seq]: when frame seq's image / speech was pushed downstream;
-    first_speech_at: the first TTS audio received; interrupted_at and
-    last_speech_after_interruption: when an interruption was handled, and the last speech
-    push that followed it (None when none did).
+    first_speech_at / first_speech_seq: the first TTS audio received and the tick it
+    started at; interruptions and last_interrupted_at: interruptions handled;
+    last_speech_after_interruption: the last speech pushed after one (None when none was);
+    skipped: frames live rate control did not render; dropped: idle frames dropped from the
+    playout queue to bring latency back down.
     """
 
-    video_at: dict[int, float] = field(default_factory=dict)
-    speech_at: dict[int, float] = field(default_factory=dict)
     first_speech_at: float | None = None
     first_speech_seq: int | None = None
-    interrupted_at: list[float] = field(default_factory=list)
-    cleared_at: list[float] = field(default_factory=list)
+    interruptions: int = 0
+    last_interrupted_at: float | None = None
     last_speech_after_interruption: float | None = None
     skipped: int = 0
-    delivered_at: dict[int, float] = field(default_factory=dict)
-    submitted_at: dict[int, float] = field(default_factory=dict)
+    dropped: int = 0
 
 
 class AnchorVideoService(FrameProcessor):
@@ -114,9 +114,10 @@ class AnchorVideoService(FrameProcessor):
                 f"generator: must take {SAMPLE_RATE} Hz and produce {session.fps} fps "
                 f"(the session's), got {self.generator.sample_rate} Hz, {self.generator.fps} fps"
             )
-        self.max_backlog = (
-            session.latency_frames + session.jitter_frames + max(1, round(max_lag_s * self.fps))
-        )
+        # Live rate control as the server does it (server.live_rate): the session takes
+        # frames in window strides, so a stride of backlog is normal.
+        lag_frames = max(1, round(max_lag_s * self.fps))
+        self.rate = RateControl(max_backlog=session.jitter_frames + lag_frames)
         self.stats = AvatarStats()
         self._resampler = create_stream_resampler()
         self._speech = SpeechBuffer()  # 16 kHz float32, for the generator
@@ -124,6 +125,7 @@ class AnchorVideoService(FrameProcessor):
         self._tick = 0
         self._pending: dict[int, bytes] = {}  # tick -> its speech, until its frame is shown
         self._frames: asyncio.Queue[OutputFrame | BaseException] = asyncio.Queue()
+        self._arrived: dict[int, float] = {}  # seq -> when it came back, while queued
         self._shown_from = 0  # frames below this seq were cleared: never shown
         self._ticker: asyncio.Task[None] | None = None
         self._player: asyncio.Task[None] | None = None
@@ -216,14 +218,15 @@ class AnchorVideoService(FrameProcessor):
         self._speech.push(np.frombuffer(speech, dtype="<i2"))
 
     def _deliver(self, frame: OutputFrame) -> None:
-        self.stats.delivered_at[frame.seq] = time.monotonic()
-        self.stats.submitted_at[frame.seq] = frame.submitted_at
         if frame.seq >= self._shown_from:
+            self._arrived[frame.seq] = time.monotonic()
             self._frames.put_nowait(frame)
 
     async def _interrupt(self) -> None:
         """Barge-in: everything queued goes; frames already in flight are never shown."""
-        self.stats.interrupted_at.append(time.monotonic())
+        self.stats.interruptions += 1
+        self.stats.last_interrupted_at = time.monotonic()
+        self.stats.last_speech_after_interruption = None
         self._speech.clear()
         if self._playback is not None:
             self._playback.clear()
@@ -239,7 +242,7 @@ class AnchorVideoService(FrameProcessor):
         if self._started:
             await self.session.clear()
         self._play_origin = None
-        self.stats.cleared_at.append(time.monotonic())
+        self._arrived.clear()
 
     # the session clock ------------------------------------------------------------------
 
@@ -275,8 +278,8 @@ class AnchorVideoService(FrameProcessor):
             return  # produced from speech an interruption dropped
         pcm = b""
         if self.session.renders_here:
-            if self.session.backlog() >= self.max_backlog:
-                self.stats.skipped += 1  # its speech goes out with the next frame shown
+            if not self.rate.admit(self.session.backlog()):
+                self.stats.skipped += 1  # its speech still goes out at its frame's slot
                 return
         else:  # the server plays the speech: it travels with the motion
             ticks = sorted(tick for tick in self._pending if tick <= motion.seq)
@@ -301,6 +304,13 @@ class AnchorVideoService(FrameProcessor):
                     force_treat_as_permanent=True,
                 )
                 return
+            waited = time.monotonic() - self._arrived.pop(item.seq, time.monotonic())
+            if not self._pending and waited > (self.session.jitter_frames + 2) / self.fps:
+                # Idle and queued longer than a burst: drop it so latency comes back down
+                # (while speaking, all speech plays, so the video keeps the speech's pace).
+                self.stats.dropped += 1
+                self._play_origin = None
+                continue
             await self._speak_until(item.seq)
             await self._wait_for_slot(item.seq)
             if item.seq >= self._shown_from:
@@ -334,7 +344,6 @@ class AnchorVideoService(FrameProcessor):
         image.pts = self.get_clock().get_time()
         image.metadata[SEQ_KEY] = frame.seq
         await self.push_frame(image)
-        self.stats.video_at[frame.seq] = time.monotonic()
 
     async def _speak(self, tick: int) -> None:
         """Push tick's speech (if it had any) downstream, right after its frame's slot."""
@@ -346,9 +355,8 @@ class AnchorVideoService(FrameProcessor):
         audio.metadata[SEQ_KEY] = tick
         await self.stop_ttfb_metrics()
         await self.push_frame(audio)
-        self.stats.speech_at[tick] = time.monotonic()
-        if self.stats.interrupted_at:
-            self.stats.last_speech_after_interruption = self.stats.speech_at[tick]
+        if self.stats.interruptions:
+            self.stats.last_speech_after_interruption = time.monotonic()
 
     # shutdown -------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from clients.producer import ProducerLink, with_token
 from model.errors import AnchorError
-from streaming.pipeline import OutputFrame, stream_format, worker_latency_frames
+from streaming.pipeline import OutputFrame, stream_format
 
 if TYPE_CHECKING:
     from model.motion.frame import MotionFrame
@@ -64,13 +64,11 @@ class PcmQueue:
 class AvatarSession(Protocol):
     """One avatar session as the service drives it (all methods on the event loop).
 
-    fps: the session's frame rate; latency_frames: frames it may hold before one comes out;
-    jitter_frames: the burst size in which frames come back (the playout buffer absorbs
-    it); renders_here: whether frames come back at all.
+    fps: the session's frame rate; jitter_frames: the burst size in which frames come back
+    (the playout buffer absorbs it); renders_here: whether frames come back at all.
     """
 
     fps: float
-    latency_frames: int
     jitter_frames: int
     renders_here: bool
 
@@ -86,7 +84,8 @@ class AvatarSession(Protocol):
         ...
 
     def backlog(self) -> int:
-        """Frames submitted and not yet committed."""
+        """Frames submitted that the session has not started working on (the queue that
+        grows when it renders fewer frames per second than arrive)."""
         ...
 
     async def clear(self) -> None:
@@ -122,14 +121,11 @@ class LocalAvatarSession:
         self.config = config
         self.fps = video.fps
         self.jitter_frames = video.window_stride
-        self.latency_frames = worker_latency_frames(config)
         self.size = (video.width, video.height)
         self.session_id = session_id
         self._factory = factory
         self._owns_factory = factory is None
         self._pipeline: SessionPipeline | None = None
-        self._submitted = 0
-        self._committed = 0
         self._ended = asyncio.Event()
 
     async def start(
@@ -144,7 +140,6 @@ class LocalAvatarSession:
 
         def on_frames(frames: list[OutputFrame]) -> None:
             for frame in frames:
-                session._committed += 1
                 deliver(frame)
 
         class Sink:
@@ -168,15 +163,12 @@ class LocalAvatarSession:
 
     async def submit(self, motion: MotionFrame, pcm: bytes, sample_rate: int) -> None:
         self._require().submit(motion)
-        self._submitted += 1
 
     def backlog(self) -> int:
-        # Frames committed just before a clear may still arrive after it.
-        return max(0, self._submitted - self._committed)
+        return self._require().queue_depths().get("backlog", 0)
 
     async def clear(self) -> None:
         self._require().clear()
-        self._committed = self._submitted  # nothing submitted before a clear comes out
 
     async def end(self) -> None:
         self._require().end()
@@ -200,7 +192,6 @@ class RemoteAvatarSession:
     """
 
     renders_here = False
-    latency_frames = 0
     jitter_frames = 0
 
     def __init__(
