@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import statistics
 import wave
 from collections.abc import Iterator
@@ -255,4 +256,59 @@ def test_avatar_reaches_a_webrtc_peer_through_the_small_webrtc_transport(
 
     asyncio.run(main())
     assert sizes == {(64, 64)}
+    assert received["video"] >= 3 and received["audible"] >= 10
+
+
+@pytest.mark.slow
+def test_the_example_bot_speaks_to_a_webrtc_peer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """clients/examples/pipecat_avatar.py as shipped (its espeak-ng TTS, its signaling), on
+    the tiny model through the ANCHOR_ environment: a peer offers, sees and hears the bot."""
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc.mediastreams import MediaStreamError
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import serve
+
+    from clients.examples.pipecat_avatar import serve_peer
+    from server.webrtc import enable_loopback_candidates
+
+    tiny = {"MODEL__PRESET": "tiny", "MODEL__DEVICE": "cpu", "SAMPLER__STEPS": "2"}
+    tiny |= {"SAMPLER__WINDOW_SIZE": "4", "SAMPLER__OVERLAP": "1", "FACE__ENABLED": "false"}
+    tiny |= {"RENDER__WIDTH": "64", "RENDER__HEIGHT": "64", "RENDER__FPS": str(FPS)}
+    for key, value in tiny.items():
+        monkeypatch.setenv(f"ANCHOR_{key}", value)
+    received = {"video": 0, "audible": 0}
+
+    async def read(track: Any) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                if track.kind == "video":
+                    received["video"] += 1
+                elif np.abs(frame.to_ndarray()).max() > AUDIBLE_PEAK:
+                    received["audible"] += 1
+
+    async def main() -> None:
+        enable_loopback_candidates()
+        peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        peer.addTransceiver("audio", direction="recvonly")
+        peer.addTransceiver("video", direction="recvonly")
+        readers: list[asyncio.Task[None]] = []
+        peer.on("track", lambda track: readers.append(asyncio.create_task(read(track))))
+        async with serve(serve_peer, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            async with connect(f"ws://127.0.0.1:{port}/") as socket:
+                await peer.setLocalDescription(await peer.createOffer())
+                offer = {"type": "offer", "sdp": peer.localDescription.sdp}
+                await socket.send(json.dumps(offer))
+                answer = json.loads(await socket.recv())
+                await peer.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+                await wait_until(
+                    lambda: min(received["video"] // 3, received["audible"] // 10), 120.0
+                )
+                await peer.close()  # the bot's pipeline ends with the peer
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+
+    asyncio.run(main())
     assert received["video"] >= 3 and received["audible"] >= 10
