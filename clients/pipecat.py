@@ -49,7 +49,7 @@ from clients.pipecat_sessions import (
     PcmQueue,
     RemoteAvatarSession,
 )
-from model.audio2motion.audio import SAMPLE_RATE, frame_boundary
+from model.audio2motion.audio import SAMPLE_RATE, frame_boundary, to_pcm16
 from model.audio2motion.builtin import BuiltinAudioToMotion
 from model.errors import AnchorError
 from server.live_rate import RateControl
@@ -214,7 +214,8 @@ class AnchorVideoService(FrameProcessor):
         if self.stats.first_speech_at is None:
             self.stats.first_speech_at = time.monotonic()
             self.stats.first_speech_seq = self._tick
-        self._playback.push(audio)
+        if self.session.renders_here:  # the service plays the speech itself
+            self._playback.push(audio)
         self._speech.push(np.frombuffer(speech, dtype="<i2"))
 
     def _deliver(self, frame: OutputFrame) -> None:
@@ -264,7 +265,10 @@ class AnchorVideoService(FrameProcessor):
         end = frame_boundary(self._tick + 1, SAMPLE_RATE, self.fps)
         speaking = self._speech.queued > 0
         audio = self._speech.take(end - begin)
-        if speaking and self._playback is not None:
+        if speaking and not self.session.renders_here:
+            # A server plays 16 kHz speech (server.audio_sample_rate) in step with the motion.
+            self._pending[self._tick] = to_pcm16(audio).tobytes()
+        elif speaking and self._playback is not None:
             rate = self._playback.sample_rate
             count = frame_boundary(self._tick + 1, rate, self.fps)
             count -= frame_boundary(self._tick, rate, self.fps)
@@ -284,9 +288,8 @@ class AnchorVideoService(FrameProcessor):
         else:  # the server plays the speech: it travels with the motion
             ticks = sorted(tick for tick in self._pending if tick <= motion.seq)
             pcm = b"".join(self._pending.pop(tick) for tick in ticks)
-        rate = self._playback.sample_rate if self._playback is not None else SAMPLE_RATE
         try:
-            await self.session.submit(motion, pcm, rate)
+            await self.session.submit(motion, pcm, SAMPLE_RATE)
         except Exception as error:
             await self.push_error(f"anchor: the avatar session refused a frame: {error}", error)
 

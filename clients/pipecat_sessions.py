@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -80,7 +80,8 @@ class AvatarSession(Protocol):
         ...
 
     async def submit(self, motion: MotionFrame, pcm: bytes, sample_rate: int) -> None:
-        """One frame's motion and the PCM16 mono speech starting at its pts."""
+        """One frame's motion and the PCM16 mono speech starting at its pts (16 kHz; empty
+        for a session that renders here: the service plays the speech itself)."""
         ...
 
     def backlog(self) -> int:
@@ -201,6 +202,7 @@ class RemoteAvatarSession:
         self.fps = fps
         self.identity = identity
         self.skipped = 0
+        self.ended: dict[str, Any] | None = None  # the server's summary of the run
         self._link: ProducerLink | None = None
 
     async def start(
@@ -237,7 +239,7 @@ class RemoteAvatarSession:
         await self._require().clear()
 
     async def end(self) -> None:
-        await self._require().end()
+        self.ended = await self._require().end()
 
     async def close(self) -> None:
         link, self._link = self._link, None

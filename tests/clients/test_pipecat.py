@@ -113,8 +113,10 @@ def test_speech_drives_lip_synced_video_at_the_session_rate(
     shown = probe.shown
     assert [frame.seq for frame in shown] == sorted({frame.seq for frame in shown})
     assert all(frame.size == (64, 64) and len(frame.image) == 64 * 64 * 3 for frame in shown)
-    intervals = np.diff([frame.pts for frame in shown]) / 1e9
-    assert abs(statistics.median(intervals) * FPS - 1.0) <= 0.1
+    # Each frame at its own slot of the session clock: frames the model could not render in
+    # time (live rate control; the shared CPU decides how many) leave whole slots empty.
+    slots = [(b.pts - a.pts) / 1e9 * FPS / (b.seq - a.seq) for a, b in itertools.pairwise(shown)]
+    assert abs(statistics.median(slots) - 1.0) <= 0.1
     # Idle: breathing, sway, blinks and gaze keep every frame moving.
     first_speech = service.stats.first_speech_seq
     assert first_speech is not None
@@ -312,3 +314,39 @@ def test_the_example_bot_speaks_to_a_webrtc_peer(monkeypatch: pytest.MonkeyPatch
 
     asyncio.run(main())
     assert received["video"] >= 3 and received["audible"] >= 10
+
+
+@pytest.mark.slow
+def test_remote_session_speaks_through_a_real_server(tmp_path: Path) -> None:
+    """``AnchorVideoService.remote``: motion and speech go to a tiny in-process server over
+    the producer protocol; its recording holds the avatar's video and the speech."""
+    from clientkit import producer_url, stream_durations
+    from serverkit import run_with_server, tiny_config
+
+    tts = espeak_tts(tmp_path, "Hello, I am on the server.")
+    spoken_s = sum(frame.num_frames for frame in tts) / tts[0].sample_rate
+    config = tiny_config(tmp_path)
+    sessions: list[RemoteAvatarSession] = []
+
+    async def body(server: Any) -> None:
+        url, token = producer_url(server.port)
+        service = AnchorVideoService.remote(url, token, fps=config.render.fps)
+        assert isinstance(service.session, RemoteAvatarSession)
+        sessions.append(service.session)
+
+        async def script(worker: PipelineWorker) -> None:
+            await worker.queue_frames(tts)
+            await wait_until(lambda: service.stats.first_speech_seq is not None, 30.0)
+            await wait_until(lambda: not service.speaking, 60.0)
+            await worker.queue_frame(EndFrame())
+
+        await run_pipeline_async([service, AvatarProbe()], script)
+
+    run_with_server(config, body)
+    ended = sessions[0].ended
+    # Every tick of the speech went out: accepted, or skipped while the server had no credit.
+    assert ended is not None
+    assert ended["accepted"] + sessions[0].skipped >= spoken_s * config.render.fps
+    assert ended["committed"] > 0
+    durations = stream_durations(Path(ended["recording"]))
+    assert durations["audio"] >= spoken_s - 0.1 and durations["video"] > 0
