@@ -129,10 +129,12 @@ class AnchorVideoService(FrameProcessor):
         self._shown_from = 0  # frames below this seq were cleared: never shown
         self._ticker: asyncio.Task[None] | None = None
         self._player: asyncio.Task[None] | None = None
+        self._opening: asyncio.Task[None] | None = None
         self._started = False
+        self._failed = False
+        self._closed = False
         self._ending = False
         self._play_origin: float | None = None
-        self._pushed_through = -1  # the last tick whose speech went downstream
 
     @classmethod
     def local(
@@ -180,9 +182,16 @@ class AnchorVideoService(FrameProcessor):
             await self.push_frame(frame, direction)
 
     async def _start(self) -> None:
+        # Loading a model takes longer than pipecat waits for the StartFrame to go through,
+        # so the session opens in the background; speech arriving meanwhile is queued.
+        self._opening = self.create_task(self._open(), "anchor-open")
+
+    async def _open(self) -> None:
         try:
             await self.session.start(self._deliver, self._frames.put_nowait)
         except Exception as error:
+            self._failed = True
+            self._speech.clear()
             await self.push_error(
                 f"anchor: cannot start the avatar session: {error}",
                 exception=error,
@@ -194,6 +203,8 @@ class AnchorVideoService(FrameProcessor):
         self._player = self.create_task(self._run_player(), "anchor-player")
 
     async def _queue_speech(self, frame: TTSAudioRawFrame) -> None:
+        if self._failed:
+            return  # no session (its start failed and was reported): nobody to speak
         if frame.num_channels != 1:
             pcm = np.frombuffer(frame.audio, dtype="<i2").reshape(-1, frame.num_channels)
             audio = pcm.mean(axis=1).astype("<i2").tobytes()
@@ -214,9 +225,13 @@ class AnchorVideoService(FrameProcessor):
         if self.stats.first_speech_at is None:
             self.stats.first_speech_at = time.monotonic()
             self.stats.first_speech_seq = self._tick
+        try:
+            self._speech.push(np.frombuffer(speech, dtype="<i2"))
+        except AnchorError as error:  # far more speech queued than anyone will wait for
+            await self.push_error(f"anchor: TTSAudioRawFrame refused: {error}", error)
+            return
         if self.session.renders_here:  # the service plays the speech itself
             self._playback.push(audio)
-        self._speech.push(np.frombuffer(speech, dtype="<i2"))
 
     def _deliver(self, frame: OutputFrame) -> None:
         if frame.seq >= self._shown_from:
@@ -365,6 +380,8 @@ class AnchorVideoService(FrameProcessor):
 
     async def _finish(self) -> None:
         """EndFrame: speak what is queued, flush the session, show the tail, close."""
+        if self._opening is not None:
+            await self._opening
         if not self._started:
             return
         self._ending = True
@@ -380,12 +397,13 @@ class AnchorVideoService(FrameProcessor):
         await self._stop()
 
     async def _stop(self) -> None:
-        for task in (self._ticker, self._player):
+        for task in (self._opening, self._ticker, self._player):
             if task is not None and not task.done():
                 await self.cancel_task(task)
-        self._ticker = self._player = None
-        if self._started:
-            self._started = False
+        self._opening = self._ticker = self._player = None
+        self._started = False
+        if not self._closed:  # close is safe on a session that never opened
+            self._closed = True
             await self.session.close()
         self.generator.close()
 
