@@ -350,3 +350,21 @@ def test_remote_session_speaks_through_a_real_server(tmp_path: Path) -> None:
     assert ended["committed"] > 0
     durations = stream_durations(Path(ended["recording"]))
     assert durations["audio"] >= spoken_s - 0.1 and durations["video"] > 0
+
+
+@pytest.mark.slow
+def test_bench_scenario_reports_its_figures(factory: PipelineFactory) -> None:
+    """``anchor bench pipecat``'s measurement on the tiny model: every figure is filled in,
+    and the interruption left no speech behind it."""
+    from bench.pipecat import measure
+
+    service = AnchorVideoService.local(CONFIG, factory)
+    figures = asyncio.run(measure(service, idle_s=0.5))
+
+    assert figures["errors"] == []
+    assert figures["target_fps"] == FPS and 0 < figures["fps"] <= FPS * 1.1
+    assert figures["speech_to_first_frame_ms"] > 0
+    assert abs(figures["av_offset_ms"]["median"]) <= 45.0
+    assert figures["interruption_to_silence_ms"] >= 0
+    assert service.stats.interruptions == 1
+    assert service.stats.last_speech_after_interruption is None
