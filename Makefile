@@ -55,7 +55,7 @@ $(STAMP): pyproject.toml Makefile
 	# the two wheels ship the same module, so the other one goes first (a venv that switched).
 	@if [ "$$(cat $(VENV)/ort-extra)" = ort-gpu ]; then other=onnxruntime; else other=onnxruntime-gpu; fi; \
 	if $(BIN)/pip show -q $$other >/dev/null 2>&1; then $(BIN)/pip uninstall -y -q $$other; fi
-	$(BIN)/pip install -q -c $(VENV)/torch-constraint.txt -e ".[dev,lora,$$(cat $(VENV)/ort-extra)]"
+	$(BIN)/pip install -q -c $(VENV)/torch-constraint.txt -e ".[dev,lora,pipecat,$$(cat $(VENV)/ort-extra)]"
 	# pyrender pins PyOpenGL 3.1.0; OSMesa needs >= 3.1.4 and NumPy 2 needs a current one.
 	$(BIN)/pip install -q --no-deps "PyOpenGL==3.1.10"
 	touch $(STAMP)

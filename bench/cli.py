@@ -71,6 +71,13 @@ def register(bench: Any) -> None:
     a2m.add_argument("--no-bot", action="store_true", help="skip the loopback bot latency")
     a2m.set_defaults(handler=_bench_audio2motion)
 
+    pipecat = bench.add_parser(
+        "pipecat",
+        help="AnchorVideoService in a pipecat pipeline: speech-to-frame, A/V offset, fps, barge-in",
+    )
+    pipecat.add_argument("--json", action="store_true", help="print JSON")
+    pipecat.set_defaults(handler=_bench_pipecat)
+
     train = bench.add_parser(
         "train",
         help="it/s of a training step (tiny preset, CPU) and the demo model's figures",
@@ -237,6 +244,23 @@ def _bench_audio2motion(args: argparse.Namespace, config: AppConfig) -> int:
             f"bot speech-to-video latency (tiny preset, loopback): median "
             f"{bot['speech_to_video_ms_median']} ms over {bot['utterances']} utterances"
         )
+    return 0
+
+
+def _bench_pipecat(args: argparse.Namespace, config: AppConfig) -> int:
+    from bench.pipecat import run_bench
+
+    results = run_bench(config)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    offset = results["av_offset_ms"]
+    print(
+        f"pipecat avatar: speech to first frame {results['speech_to_first_frame_ms']} ms, "
+        f"A/V offset median {offset['median']} ms (p90 |offset| {offset['p90']} ms), "
+        f"{results['fps']} of {results['target_fps']} frames/s, "
+        f"interruption to silence {results['interruption_to_silence_ms']} ms"
+    )
     return 0
 
 
