@@ -33,7 +33,7 @@ from model.errors import AnchorError
 from server.metrics import ServerMetrics
 from server.producer import run_producer
 from server.session import Session
-from server.tokens import Role, TokenError, verify_token
+from server.tokens import Claims, Role, TokenError, verify_token
 from server.viewer import run_viewer
 
 if TYPE_CHECKING:
@@ -228,11 +228,13 @@ class AnchorServer:
             verify_token(self.config.server.token_secret, token, session_id, role)
         except TokenError as err:
             return self._reject(http.HTTPStatus.UNAUTHORIZED, str(err), "token")
-        try:
-            session = self._get_session(session_id)
-        except AnchorError as err:
-            return self._reject(http.HTTPStatus.SERVICE_UNAVAILABLE, str(err), "capacity")
-        if role == "producer" and session.producer is not None:
+        # The session is created by the handler, after a successful upgrade: a request that
+        # never becomes a WebSocket (a plain GET) must leave nothing behind.
+        session = self.sessions.get(session_id)
+        if session is None and len(self.sessions) >= self.config.server.max_sessions:
+            message = f"server.max_sessions ({self.config.server.max_sessions}) reached"
+            return self._reject(http.HTTPStatus.SERVICE_UNAVAILABLE, message, "capacity")
+        if role == "producer" and session is not None and session.producer is not None:
             return self._reject(
                 http.HTTPStatus.CONFLICT, "session already has a producer", "producer_busy"
             )
@@ -256,19 +258,35 @@ class AnchorServer:
             )
         return self._respond(http.HTTPStatus.NOT_FOUND, b"not found\n")
 
+    def _claims(self, connection: ServerConnection, session_id: str, role: Role) -> Claims:
+        path = connection.request.path if connection.request else ""
+        token = parse_qs(urlsplit(path).query).get("token", [None])[0]
+        return verify_token(self.config.server.token_secret, token, session_id, role)
+
     async def _handle(self, connection: ServerConnection) -> None:
         route = _WS_ROUTE.match(
             urlsplit(connection.request.path if connection.request else "").path
         )
         if route is None:  # process_request answered every other path
             return
-        session = self.sessions.get(route["session"])
-        if session is None or session.closed:
+        if self._stopping:
+            await connection.close(1001, "shutting down")
+            return
+        role: Role = "producer" if route["kind"] == "motion" else "viewer"
+        try:
+            claims = self._claims(connection, route["session"], role)
+            session = self._get_session(route["session"])
+        except AnchorError as err:  # expired since the handshake, or capacity taken meanwhile
+            await connection.close(1013 if not isinstance(err, TokenError) else 1008, str(err))
+            return
+        if session.closed:
             await connection.close(1011, "session is gone")
             return
         try:
             if route["kind"] == "motion":
-                await run_producer(connection, session, self.config, self.metrics)
+                await run_producer(
+                    connection, session, self.config, self.metrics, claims.expires_at
+                )
             else:
                 await run_viewer(connection, session, self.config, self.metrics)
         except ConnectionClosed:

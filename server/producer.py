@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -47,17 +49,23 @@ async def send_loop(connection: ServerConnection, outbox: Outbox) -> None:
 
 
 async def run_producer(
-    connection: ServerConnection, session: Session, config: ServerSettings, metrics: ServerMetrics
+    connection: ServerConnection,
+    session: Session,
+    config: ServerSettings,
+    metrics: ServerMetrics,
+    token_expires_at: float = math.inf,
 ) -> None:
     """Serve one producer until it disconnects; a run still going is then ended (flushed,
-    recorded) so the recording is complete and playable."""
+    recorded) so the recording is complete and playable.
+
+    token_expires_at: Unix time the connection's token expires; ``start`` is refused after."""
     if session.producer is not None:
         await connection.close(1008, "session already has a producer")
         return
     outbox = Outbox(PRODUCER_OUTBOX, drop_when_full=False)
     session.producer = outbox
     sender = asyncio.create_task(send_loop(connection, outbox), name=f"producer-send:{session.id}")
-    handler = ProducerHandler(session, config, metrics, outbox)
+    handler = ProducerHandler(session, config, metrics, outbox, token_expires_at)
     log.info("session %s: producer connected", session.id)
     try:
         async for message in connection:
@@ -85,9 +93,15 @@ class ProducerHandler:
     """Decodes and dispatches one producer's messages; replies go to its outbox."""
 
     def __init__(
-        self, session: Session, config: ServerSettings, metrics: ServerMetrics, outbox: Outbox
+        self,
+        session: Session,
+        config: ServerSettings,
+        metrics: ServerMetrics,
+        outbox: Outbox,
+        token_expires_at: float = math.inf,
     ) -> None:
         self.session = session
+        self.token_expires_at = token_expires_at
         self.config = config
         self.metrics = metrics
         self.outbox = outbox
@@ -158,6 +172,11 @@ class ProducerHandler:
             session.accept_audio(chunk.pts, chunk.samples)
         elif kind == "start":
             control = parse_control(parsed)
+            if time.time() >= self.token_expires_at:
+                raise ProtocolError(
+                    "start: the connection's token has expired; reconnect with a fresh token",
+                    field="token",
+                )
             # A reconnecting producer's previous run may still be flushing: let it finish.
             await session.wait_run_over()
             last_seq = session.last_accepted_seq

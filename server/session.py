@@ -22,6 +22,7 @@ from aiortc.contrib.media import MediaRelay
 
 from model.errors import AnchorError
 from server.broadcast import SessionBroadcast
+from server.ingest import RunRules
 from server.live_rate import RateControl
 from server.media import PlayoutVideoTrack, PtsAlignedAudioTrack, ShownFrame, stamp_seq
 from server.metrics import ServerMetrics
@@ -84,6 +85,7 @@ class SessionRun:
         recorder: SessionRecorder | None,
         credit_limit: int,
         rate: RateControl | None = None,
+        hand_pca_count: int = 0,
     ) -> None:
         self.pipeline = pipeline
         self.recorder = recorder
@@ -94,7 +96,7 @@ class SessionRun:
         self.in_flight: set[int] = set()
         # The motion frame of each seq in flight, recorded beside the video it produced.
         self.motions: dict[int, Any] = {}
-        self.last_seq: int | None = None
+        self.rules = RunRules(hand_pca_count)
         loop = asyncio.get_running_loop()
         self.drained: asyncio.Future[None] = loop.create_future()
         # Set once the run is over (pipeline closed, recording finalized).
@@ -209,7 +211,7 @@ class Session:
             stream = self.config.stream
             lag_frames = round(self.config.server.max_lag_s * stream.fps)
             rate = RateControl(max_backlog=stream.window_stride + lag_frames)
-        self.run = SessionRun(pipeline, recorder, limit, rate)
+        self.run = SessionRun(pipeline, recorder, limit, rate, self.config.stream.hand_pca_count)
         sink.run = self.run
         log.info("session %s: run started (identity %s, credits %d)", self.id, identity_name, limit)
         return self.run
@@ -225,16 +227,15 @@ class Session:
         """
         run = self.run
         if run is None or run.ending:
-            raise AnchorError(f"seq {motion.seq}: no run in progress; send start first")
-        if run.last_seq is not None and motion.seq <= run.last_seq:
-            raise AnchorError(f"seq {motion.seq}: seq must increase (last accepted {run.last_seq})")
+            raise ProtocolError("no run in progress; send start first", "type", motion.seq)
+        run.rules.check_frame(motion)
         if run.credits <= 0:
             raise CreditError(
                 f"no credits left ({run.credit_limit} frames in flight); wait for a credit message",
                 field="credits",
                 seq=motion.seq,
             )
-        run.last_seq = motion.seq
+        run.rules.accept_frame(motion)
         self.last_accepted_seq = motion.seq
         run.stats.accepted += 1
         if run.rate is not None:
@@ -251,7 +252,9 @@ class Session:
     def accept_audio(self, pts: float, samples: np.ndarray) -> None:
         run = self.run
         if run is None or run.ending:
-            raise AnchorError("audio: no run in progress; send start first")
+            raise ProtocolError("audio: no run in progress; send start first", field="type")
+        run.rules.check_audio(pts)
+        run.rules.accept_audio(pts)
         self.audio.push(pts, samples)
         if run.recorder is not None:
             run.recorder.add_audio(RecordedAudio(pts, samples))
@@ -262,6 +265,7 @@ class Session:
         if run is None:
             raise AnchorError("clear: no run in progress")
         run.pipeline.clear()
+        run.rules.clear()
         run.in_flight.clear()
         run.motions.clear()
         self.audio.clear()
