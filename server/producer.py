@@ -21,6 +21,7 @@ from model.errors import AnchorError
 from server.config import ServerSettings
 from server.metrics import ServerMetrics
 from server.motion_codec import decode_binary_frame, decode_json_frame
+from server.outbox import Outbox
 from server.protocol import (
     AUDIO_MAGIC,
     ProtocolError,
@@ -30,7 +31,7 @@ from server.protocol import (
     parse_text,
 )
 from server.ratelimit import TokenBucket
-from server.session import CreditError, Outbox, Session
+from server.session import CreditError, Session
 
 log = logging.getLogger("anchor.producer")
 
@@ -45,7 +46,11 @@ async def send_loop(connection: ServerConnection, outbox: Outbox) -> None:
     """Send queued messages in order until the outbox is closed or the peer goes away."""
     with contextlib.suppress(ConnectionClosed):
         while (message := await outbox.queue.get()) is not None:
-            await connection.send(message)
+            try:
+                await connection.send(message)
+            finally:
+                outbox.queue.task_done()
+        outbox.queue.task_done()
 
 
 async def run_producer(
@@ -193,8 +198,8 @@ class ProducerHandler:
                 }
             )
         elif kind == "clear":
-            credits = session.clear_run()
-            self.outbox.send({"type": "cleared", "credits": credits})
+            credits, dropped = session.clear_run()
+            self.outbox.send({"type": "cleared", "credits": credits, "dropped": dropped})
         elif kind == "end":
             if session.run is None:
                 raise ProtocolError("end: no run in progress", field="type")

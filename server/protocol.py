@@ -12,8 +12,11 @@ Server -> producer (JSON): ``started`` (credits, ``last_seq``: the last seq that
 of this session accepted, or null), ``ack`` (seq, credits; ``skipped: true`` when live
 rate control, ``server.max_lag_s``, accepted the frame without rendering it because the
 pipeline lags), ``credit`` (a frame
-was committed and recorded: seq, credits), ``cleared``, ``ended`` (summary), ``error``
-(``field``, ``seq`` when known, ``message``; ``fatal`` when the run is over).
+was committed and recorded: seq, credits), ``cleared`` (``dropped``: the acked seqs it
+discarded), ``ended`` (summary; ``dropped``: acked seqs never committed, e.g. at shutdown;
+``reason`` end, producer disconnected, shutdown or error), ``error`` (``field``, ``seq`` when
+known, ``message``; ``fatal`` when the run is over). Every producer message gets exactly one
+answer (``ack``, ``started``, ``cleared``, ``error``; ``end`` gets ``ended``).
 """
 
 from __future__ import annotations

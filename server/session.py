@@ -9,7 +9,6 @@ methods run on the event loop; pipeline and recorder threads reach it only throu
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from server.ingest import RunRules
 from server.live_rate import RateControl
 from server.media import PlayoutVideoTrack, PtsAlignedAudioTrack, ShownFrame, stamp_seq
 from server.metrics import ServerMetrics
+from server.outbox import Outbox
 from server.protocol import ProtocolError
 from server.recording import RecordedAudio, RecordedFrame, SessionRecorder
 
@@ -38,33 +38,8 @@ log = logging.getLogger("anchor.session")
 
 # Time allowed for a run's pipeline to drain its tail after `end` before it is closed anyway.
 END_TIMEOUT_S = 300.0
-
-
-class Outbox:
-    """Outgoing JSON messages of one connection, sent by a task its handler owns.
-
-    Bounded: a peer that stops reading cannot make the server buffer without limit. Producer
-    outboxes close the connection when full (acks must never be lost silently); viewer
-    outboxes drop status messages when full (each one supersedes the previous).
-    """
-
-    def __init__(self, maxsize: int, drop_when_full: bool) -> None:
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize)
-        self.drop_when_full = drop_when_full
-        self.overflowed = asyncio.Event()
-
-    def send(self, message: dict[str, Any]) -> None:
-        try:
-            self.queue.put_nowait(json.dumps(message))
-        except asyncio.QueueFull:
-            if not self.drop_when_full:
-                self.overflowed.set()
-
-    def close(self) -> None:
-        try:
-            self.queue.put_nowait(None)
-        except asyncio.QueueFull:
-            self.overflowed.set()
+# Closing a run's pipeline and finalizing its recording, once drained.
+FINISH_TIMEOUT_S = 2.0
 
 
 @dataclass(slots=True)
@@ -178,14 +153,19 @@ class Session:
         identity = self.identity_config(identity_name)
         sink = _LoopSink(self)
         pipeline = self.factory.create(self.id, identity, sink)
-        limit = self.config.server.max_in_flight or (
-            pipeline.latency_frames + round(self.config.stream.fps)
-        )
-        if limit <= pipeline.latency_frames:
+        # A recording holds a committed frame until its fragment is on disk: a fragment of
+        # up to a second of frames on top of the sampler's latency, and never so long that
+        # the credits run out before it is complete (server/recording.py).
+        second = max(1, round(self.config.stream.fps))
+        recording = self.config.server.recordings_dir is not None
+        latency = pipeline.latency_frames
+        limit = self.config.server.max_in_flight or (latency + second * (2 if recording else 1))
+        fragment_frames = min(second, limit - latency - 1)
+        if fragment_frames < 1:
             pipeline.close()
             raise AnchorError(
-                f"server.max_in_flight ({limit}) must exceed the sampler's latency "
-                f"({pipeline.latency_frames} frames), or no frame could ever be committed"
+                f"server.max_in_flight ({limit}) must exceed the sampler's latency plus one "
+                f"({latency + 1} frames), or no frame could ever be committed and recorded"
             )
         # The end of a run releases every frame the pipeline holds at once (exact mode: many
         # windows): the live view must have room to play that tail out.
@@ -201,6 +181,7 @@ class Session:
                 base,
                 self.config.stream.fps,
                 self.config.server.audio_sample_rate,
+                fragment_frames=fragment_frames,
                 on_written=lambda seq: self._call_soon(self._release, seq),
                 on_failed=lambda err: self._call_soon(self._fail, err),
             )
@@ -259,17 +240,20 @@ class Session:
         if run.recorder is not None:
             run.recorder.add_audio(RecordedAudio(pts, samples))
 
-    def clear_run(self) -> int:
-        """Discard the frames in flight (the sampler resets); returns the credits left."""
+    def clear_run(self) -> tuple[int, list[int]]:
+        """Discard the frames in flight (the sampler resets); returns the credits left and
+        the seqs dropped (acked, now never committed)."""
         run = self.run
-        if run is None:
-            raise AnchorError("clear: no run in progress")
+        if run is None or run.ending:
+            # An ending run (a reconnecting producer's previous one) keeps its acked frames.
+            raise ProtocolError("clear: no run in progress", field="type")
+        dropped = sorted(run.in_flight)
         run.pipeline.clear()
         run.rules.clear()
         run.in_flight.clear()
         run.motions.clear()
         self.audio.clear()
-        return run.credits
+        return run.credits, dropped
 
     async def wait_run_over(self) -> None:
         """If the current run is ending (flushing after a disconnect), wait until it is over."""
@@ -277,8 +261,11 @@ class Session:
         if run is not None and run.ending:
             await asyncio.wait_for(asyncio.shield(run.finished), END_TIMEOUT_S + 60.0)
 
-    async def end_run(self, reason: str = "end") -> dict[str, Any] | None:
-        """Flush the pipeline, finalize the recording, report; no-op without a run."""
+    async def end_run(
+        self, reason: str = "end", timeout_s: float = END_TIMEOUT_S
+    ) -> dict[str, Any] | None:
+        """Flush the pipeline (up to ``timeout_s``), finalize the recording, report; no-op
+        without a run. Frames still in flight after the timeout are reported as dropped."""
         run = self.run
         if run is None or run.ending:
             return None
@@ -286,9 +273,9 @@ class Session:
         if run.failure is None:
             run.pipeline.end()
             try:
-                await asyncio.wait_for(asyncio.shield(run.drained), END_TIMEOUT_S)
+                await asyncio.wait_for(asyncio.shield(run.drained), timeout_s)
             except TimeoutError:
-                log.error("session %s: pipeline did not drain in %.0f s", self.id, END_TIMEOUT_S)
+                log.error("session %s: pipeline did not drain in %.1f s", self.id, timeout_s)
         return await self._finish_run(run, reason)
 
     async def _finish_run(self, run: SessionRun, reason: str) -> dict[str, Any]:
@@ -296,7 +283,8 @@ class Session:
         recording = None
         if run.recorder is not None:
             await asyncio.to_thread(run.recorder.close)
-            recording = str(run.recorder.video_path)
+            if run.recorder.video_path.exists():
+                recording = str(run.recorder.video_path)
         self.run = None
         if not run.finished.done():
             run.finished.set_result(None)
@@ -307,6 +295,8 @@ class Session:
             "committed": run.stats.committed,
             "skipped": run.stats.skipped,
             "recording": recording,
+            # Acked, never committed: the pipeline did not drain (shutdown) or failed.
+            "dropped": sorted(run.in_flight),
         }
         if run.failure is not None:
             summary["error"] = str(run.failure)
@@ -406,12 +396,22 @@ class Session:
             "viewers": len(self.viewers),
         }
 
-    async def close(self) -> None:
-        """End the run (flushing and recording everything) and stop the media sources."""
+    async def close(self, flush_timeout_s: float = END_TIMEOUT_S) -> None:
+        """End the run (flushing up to ``flush_timeout_s``, recording what was committed) and
+        stop the media sources."""
         if self.closed:
             return
         self.closed = True
-        await self.end_run("shutdown")
+        await self.end_run("shutdown", flush_timeout_s)
+        run = self.run
+        if run is not None and not run.finished.done():
+            # Ending in another task (its producer left): bound its drain by ours too.
+            finished = asyncio.shield(run.finished)
+            done, _ = await asyncio.wait({finished}, timeout=flush_timeout_s)
+            if not done:
+                if not run.drained.done():
+                    run.drained.set_result(None)
+                await asyncio.wait({finished}, timeout=FINISH_TIMEOUT_S)
         task = getattr(self, "_failure_task", None)
         if task is not None:
             await task

@@ -23,9 +23,10 @@ from websockets.asyncio.server import ServerConnection
 
 from server.config import ServerSettings
 from server.metrics import ServerMetrics
+from server.outbox import Outbox
 from server.producer import send_loop
 from server.protocol import ProtocolError, loads_bounded
-from server.session import Outbox, Session
+from server.session import Session
 from server.webrtc import create_peer
 
 log = logging.getLogger("anchor.viewer")
