@@ -143,13 +143,13 @@ class Session:
         identity = self.config.server.identities.get(name)
         if identity is None:
             known = ["default", *sorted(self.config.server.identities)]
-            raise AnchorError(f"identity: unknown identity {name!r} (known: {known})")
+            raise ProtocolError(f"unknown identity {name!r} (known: {known})", "identity")
         return identity
 
     def start_run(self, identity_name: str) -> SessionRun:
         """Start a run with identity ``identity_name``; raises AnchorError if one is active."""
         if self.run is not None:
-            raise AnchorError("start: the session already has a run; send end first")
+            raise ProtocolError("start: the session already has a run; send end first", "type")
         identity = self.identity_config(identity_name)
         sink = _LoopSink(self)
         pipeline = self.factory.create(self.id, identity, sink)

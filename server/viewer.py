@@ -113,6 +113,8 @@ async def _signal(peer: Any, session: Session, message: Any) -> dict[str, Any] |
             # aiortc's SDP parser raises assorted built-in errors on malformed input.
             raise ProtocolError(f"offer: unusable SDP ({err!r})", field="sdp") from err
         kinds = {transceiver.kind for transceiver in peer.getTransceivers()}
+        if not kinds & {"video", "audio"}:
+            raise ProtocolError("offer: no video or audio section to answer", field="sdp")
         if "video" in kinds:
             peer.addTrack(session.relay.subscribe(session.video, buffered=False))
         if "audio" in kinds:
@@ -128,7 +130,7 @@ async def _signal(peer: Any, session: Session, message: Any) -> dict[str, Any] |
         line = _field(message, "sdpMLineIndex", (int,), optional=True)
         try:
             candidate = candidate_from_sdp(text.removeprefix("candidate:"))
-        except (ValueError, IndexError) as err:
+        except (ValueError, IndexError, AssertionError) as err:  # aiortc asserts the bit count
             raise ProtocolError(f"unparsable ICE candidate ({err!r})", field="candidate") from err
         candidate.sdpMid, candidate.sdpMLineIndex = mid, line
         if peer.remoteDescription is None:
