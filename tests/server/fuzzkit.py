@@ -120,7 +120,7 @@ VIEWER_KINDS: dict[str, Callable[[int], Message]] = {
             "type": "candidate",
             "candidate": "candidate:1 1 udp 1 1.2.3.4 5 typ host",
             "sdpMLineIndex": "zero",
-        }  # fmt: skip
+        }
     ),
     "candidate before offer": lambda i: _json(
         {"type": "candidate", "candidate": "candidate:1 1 udp 1 1.2.3.4 5 typ host"}
