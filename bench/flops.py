@@ -44,8 +44,8 @@ from app.presets import PRESETS
 from model.attention import WindowContext, install_attention
 from model.config import AttentionMode
 from model.errors import AnchorError
-from model.guided import precomputed_conditioning
 from model.presets import SD15_IMAGE_SIZE, controlnet_from_unet
+from model.guided import precomputed_conditioning
 
 STAGES = ("unet", "controlnet", "attention_extra", "conditioning", "decode", "face")
 # Vendor datasheet peaks, dense FP16/BF16 tensor throughput (no structured sparsity), TF/s.
