@@ -17,6 +17,9 @@ discarded), ``ended`` (summary; ``dropped``: acked seqs never committed, e.g. at
 ``reason`` end, producer disconnected, shutdown or error), ``error`` (``field``, ``seq`` when
 known, ``message``; ``fatal`` when the run is over). Every producer message gets exactly one
 answer (``ack``, ``started``, ``cleared``, ``error``; ``end`` gets ``ended``).
+
+Beyond a well-formed frame, a run checks what would fail later (``server/ingest.py``), and
+``start`` is refused (field ``token``) once the connection's token has expired.
 """
 
 from __future__ import annotations
