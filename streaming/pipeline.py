@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from model.config import SamplerConfig
-from model.motion.frame import BodyModelSettings
 from model.errors import AnchorError
+from model.motion.frame import BodyModelSettings
 
 if TYPE_CHECKING:
     from model.motion.frame import MotionFrame

@@ -20,7 +20,7 @@ RATE = 16000
 
 
 def decoded_seqs(data: bytes) -> list[int | None]:
-    with av.open(io.BytesIO(data), format="mp4") as container:
+    with av.open(io.BytesIO(data), "r", format="mp4") as container:
         return [read_seq(frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
 
 
