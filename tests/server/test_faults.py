@@ -36,7 +36,8 @@ def _url(port: int, kind: str) -> str:
 
 
 @pytest.mark.slow
-def test_kill_9_leaves_every_credited_frame_playable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", ["kill -9", "two SIGTERMs"])
+def test_hard_stops_leave_every_credited_frame_playable(tmp_path: Path, stop: str) -> None:
     config, process = _serve(tmp_path)
     credited: list[int] = []
 
@@ -47,7 +48,12 @@ def test_kill_9_leaves_every_credited_frame_playable(tmp_path: Path) -> None:
             try:
                 # Two fragments on disk (the tiny preset records 30 frames per fragment).
                 await producer.wait_for(lambda: len(producer.committed) >= 45, 240.0)
-                process.kill()  # SIGKILL: nothing gets to run
+                if stop == "kill -9":
+                    process.kill()  # SIGKILL: nothing gets to run
+                else:  # the second exits at once, whatever the first was doing
+                    process.send_signal(signal.SIGTERM)
+                    await asyncio.sleep(0.3)
+                    process.send_signal(signal.SIGTERM)
                 process.wait(timeout=30)
                 credited.extend(producer.committed)
             finally:
