@@ -22,6 +22,7 @@ from app.commands import clients, evaluation, model, motion, server, streaming, 
 from app.config import ConfigError, load_config
 from app.presets import PRESETS
 from model.errors import AnchorError
+from server.shutdown import Interrupted
 
 COMMAND_MODULES = (model, motion, training, evaluation, streaming, server, clients)
 # The measurements (``anchor bench X``): loaded by name, they measure the composed
@@ -94,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AnchorError as err:
         print(f"anchor: {err}", file=sys.stderr)
         return 1
+    except Interrupted as err:
+        print(f"anchor: stopped by {err}", file=sys.stderr)
+        return 128 + err.signum
 
 
 if __name__ == "__main__":

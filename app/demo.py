@@ -93,8 +93,10 @@ async def run_demo(config: AppConfig) -> int:
     async def stop_producer() -> None:
         for task in tasks:
             task.cancel()
-        # Cancelled (or already failed): either way the producer is gone.
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Cancelled (or already failed): either way the producer is gone. Bounded: a task
+        # stuck in a send does not hold the shutdown (serve_until_signal bounds it too).
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
 
     return await serve_until_signal(
         config.edge,

@@ -66,6 +66,15 @@ def register(bench: Any) -> None:
     )
     e2e.set_defaults(handler=_bench_e2e)
 
+    soak = bench.add_parser(
+        "soak", help="producer at fps + N viewers for S s: RSS, threads, recording exactness"
+    )
+    soak.add_argument("--json", action="store_true")
+    soak.add_argument("--seconds", type=float, default=600.0, help="how long to stream")
+    soak.add_argument("--viewers", type=int, default=2, help="WebRTC viewers")
+    soak.add_argument("--demo-model", action="store_true", help="the trained demo bundle")
+    soak.set_defaults(handler=_bench_soak)
+
     a2m = bench.add_parser("audio2motion", help="generator real-time factor, bot latency")
     a2m.add_argument("--json", action="store_true")
     a2m.add_argument("--no-bot", action="store_true", help="skip the loopback bot latency")
@@ -223,6 +232,22 @@ def _bench_e2e(args: argparse.Namespace, config: AppConfig) -> int:
                 f"(distinct frames {row['distinct_fps']}, {row['skipped_frames']} skipped), "
                 f"server RSS {row['server_rss_mb']} MB"
             )
+    return 0
+
+
+def _bench_soak(args: argparse.Namespace, config: AppConfig) -> int:
+    from bench.soak import run_bench
+
+    results = asyncio.run(run_bench(config, args.seconds, args.viewers, args.demo_model))
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for sample in results["samples"]:
+        print(f"t={sample['t_s']:>6} s  RSS {sample['rss_mb']} MB  threads {sample['threads']}")
+    keys = "accepted skipped committed credited dropped committed_fps recording_frames"
+    keys += " recording_duration_s recording_exact viewer_frames"
+    for key in keys.split():
+        print(f"{key}: {results[key]}")
     return 0
 
 

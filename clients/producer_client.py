@@ -40,6 +40,17 @@ STARTING_ERROR = "already has a run"  # the previous run of this session is stil
 START_RETRY_S = 0.2
 
 
+def refusal(err: BaseException) -> str:
+    """What the server said when it refused a handshake: ``HTTP <status>: <body>`` (the
+    server writes its reason in the body), or the error itself when there was no answer."""
+    response = getattr(err, "response", None)
+    status = getattr(response, "status_code", None)
+    if status is None:
+        return f"handshake failed: {err}"
+    body = bytes(getattr(response, "body", b"") or b"").decode("utf-8", "replace").strip()
+    return f"refused with HTTP {status}: {body or getattr(response, 'reason_phrase', '')}"
+
+
 class ProducerError(AnchorError):
     """The server refused: the handshake (401, 403, 404), a ``start``, or a fatal error."""
 
@@ -108,9 +119,10 @@ class ProducerClient:
             raise ConnectionLost(f"cannot connect: {err}") from err
         except Exception as err:  # websockets handshake errors (409 busy, 401 token, ...)
             status = getattr(getattr(err, "response", None), "status_code", None)
+            reason = f"{self.url.split('?')[0]}: {refusal(err)}"
             if status in (401, 403, 404):
-                raise ProducerError(f"{self.url.split('?')[0]}: refused ({err})") from err
-            raise ConnectionLost(f"handshake failed: {err}") from err
+                raise ProducerError(reason) from err
+            raise ConnectionLost(reason) from err
         self._reader = asyncio.create_task(self._read(), name="producer-reader")
         return self
 

@@ -23,6 +23,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from clients.viewer_client import ReceivedFrame, ViewerProbe
+from model.errors import AnchorError
 from server.encoding import (
     VIDEO_CLOCK_RATE,
     VIDEO_TIME_BASE,
@@ -228,7 +229,24 @@ async def view_command(
         while seconds is None or time.monotonic() - started < seconds:
             if any(message.get("type") == "ended" for message in viewer.messages):
                 break
+            if (reason := abnormal_end(viewer)) is not None:
+                raise AnchorError(f"the stream ended abnormally: {reason}")
             await asyncio.sleep(0.1)
     finally:
         await viewer.close()
     return viewer.statistics()
+
+
+def abnormal_end(viewer: Any) -> str | None:
+    """Why ``viewer``'s stream is over without an ``ended`` message, or None while it goes on:
+    the signaling socket closed (its close code and reason), a fatal error, the peer failed."""
+    for message in viewer.messages:
+        if message.get("type") == "error" and message.get("fatal"):
+            return f"server error: {message.get('message')}"
+    socket = viewer._socket
+    if socket is not None and socket.close_code is not None:
+        return f"signaling closed with {socket.close_code} {socket.close_reason or ''}".strip()
+    peer = viewer.peer
+    if peer is not None and peer.connectionState in ("failed", "closed"):
+        return f"WebRTC connection {peer.connectionState}"
+    return None

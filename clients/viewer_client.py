@@ -14,7 +14,10 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidHandshake
 
+from clients.producer_client import refusal
+from model.errors import AnchorError
 from server.media import read_seq
 from server.tasks import cancel_and_wait
 from server.webrtc import enable_loopback_candidates
@@ -55,7 +58,10 @@ class ViewerProbe:
         if self.audio:
             self.peer.addTransceiver("audio", direction="recvonly")
         self.peer.on("track", self._on_track)
-        self._socket = await connect(self.url, compression=None)
+        try:
+            self._socket = await connect(self.url, compression=None)
+        except InvalidHandshake as err:
+            raise AnchorError(f"{self.url.split('?')[0]}: {refusal(err)}") from err
         await self.peer.setLocalDescription(await self.peer.createOffer())
         offer = {"type": "offer", "sdp": self.peer.localDescription.sdp}
         await self._socket.send(json.dumps(offer))

@@ -33,7 +33,8 @@ from model.errors import AnchorError
 from server.metrics import ServerMetrics
 from server.producer import run_producer
 from server.session import Session
-from server.tokens import Role, TokenError, verify_token
+from server.shutdown import ExitOnSignals
+from server.tokens import Claims, Role, TokenError, verify_token
 from server.viewer import run_viewer
 
 if TYPE_CHECKING:
@@ -49,6 +50,19 @@ _PAGE_ROUTE = re.compile(rf"^/sessions/(?P<session>{SESSION_ID})$")
 # message limit, so a message between the two gets a JSON error and the session goes on.
 HARD_SIZE_FACTOR = 2
 REMEMBERED_SESSIONS = 4096
+# Shutdown budget (SHUTDOWN_S in all, the product's bound on SIGTERM to exit): flushing runs,
+# sending the `ended` messages, closing connections (close handshakes included), cancelling
+# what is left. The serving loop exits hard at SHUTDOWN_S whatever is still running.
+SHUTDOWN_S = 10.0
+SHUTDOWN_BEFORE_S = 1.0
+SHUTDOWN_FLUSH_S = 3.0
+# Kept back from the flush for finishing runs, sending, closing and cancelling.
+SHUTDOWN_RESERVE_S = 5.5
+SHUTDOWN_SEND_S = 0.5
+SHUTDOWN_CLOSE_S = 1.5
+SHUTDOWN_CANCEL_S = 1.0
+# Close handshake wait per connection (websockets' default is 10 s).
+CLOSE_TIMEOUT_S = 1.0
 
 
 def _web_file(name: str) -> bytes:
@@ -121,6 +135,7 @@ class AnchorServer:
             compression=None,  # deflate costs CPU on binary frames and gains nothing
             max_size=settings.max_message_bytes * HARD_SIZE_FACTOR,
             ssl=self._ssl_context(),
+            close_timeout=CLOSE_TIMEOUT_S,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("serving on %s", self.url())
@@ -128,25 +143,53 @@ class AnchorServer:
     async def serve_until_stopped(self) -> None:
         await self._stopped.wait()
 
-    async def stop(self) -> None:
-        """Graceful shutdown in a fixed order; safe to call more than once."""
+    async def stop(self, deadline: float | None = None) -> None:
+        """Graceful shutdown in a fixed order, within ``SHUTDOWN_S`` whatever the clients do;
+        safe to call more than once. deadline: loop time by which to be done (the flush gets
+        what the later steps do not need); None: ``SHUTDOWN_FLUSH_S`` of flushing.
+
+        Stop accepting; end every session's run (flush up to ``SHUTDOWN_FLUSH_S``, finalize
+        its recording, send ``ended`` with reason shutdown); close every connection with
+        1001; cancel handlers still running after ``SHUTDOWN_CLOSE_S``; stop the worker.
+        """
         if self._stopping:
             await self._stopped.wait()
             return
         self._stopping = True
         log.info("shutting down: stop accepting")
         if self._server is not None:
-            self._server.close(close_connections=False)
+            self._server.server.close()  # the listening socket only; connections stay
         log.info("shutting down: ending %d sessions", len(self.sessions))
-        await asyncio.gather(*(session.close() for session in list(self.sessions.values())))
+        sessions = list(self.sessions.values())
+        # What the steps after the flush may take is kept back from the flush.
+        flush_s = SHUTDOWN_FLUSH_S
+        if deadline is not None:
+            flush_s = max(1.0, deadline - asyncio.get_running_loop().time() - SHUTDOWN_RESERVE_S)
+        await asyncio.gather(*(session.close(flush_s) for session in sessions))
+        outboxes = [box for s in sessions for box in (s.producer, *s.viewers) if box]
+        # The `ended` messages reach the clients before their connections close.
+        await asyncio.gather(*(box.drained(SHUTDOWN_SEND_S) for box in outboxes))
         log.info("shutting down: closing connections and peers")
         if self._server is not None:
-            self._server.close(close_connections=True)
-            await self._server.wait_closed()
+            await self._close_connections(self._server)
         if self._factory is not None:
             await asyncio.to_thread(self._factory.close)
         self._stopped.set()
         log.info("shutdown complete")
+
+    async def _close_connections(self, server: Server) -> None:
+        server.close(close_connections=True)  # 1001 going away
+        try:
+            await asyncio.wait_for(asyncio.shield(server.wait_closed()), SHUTDOWN_CLOSE_S)
+        except TimeoutError:
+            handlers = list(server.handler_tasks)
+            log.warning("shutting down: cancelling %d connection handlers", len(handlers))
+            for task in handlers:
+                task.cancel()
+            if handlers:
+                await asyncio.wait(handlers, timeout=SHUTDOWN_CANCEL_S)
+            for connection in server.connections:
+                connection.transport.abort()
 
     # sessions ---------------------------------------------------------------------------
 
@@ -228,11 +271,13 @@ class AnchorServer:
             verify_token(self.config.server.token_secret, token, session_id, role)
         except TokenError as err:
             return self._reject(http.HTTPStatus.UNAUTHORIZED, str(err), "token")
-        try:
-            session = self._get_session(session_id)
-        except AnchorError as err:
-            return self._reject(http.HTTPStatus.SERVICE_UNAVAILABLE, str(err), "capacity")
-        if role == "producer" and session.producer is not None:
+        # The session is created by the handler, after a successful upgrade: a request that
+        # never becomes a WebSocket (a plain GET) must leave nothing behind.
+        session = self.sessions.get(session_id)
+        if session is None and len(self.sessions) >= self.config.server.max_sessions:
+            message = f"server.max_sessions ({self.config.server.max_sessions}) reached"
+            return self._reject(http.HTTPStatus.SERVICE_UNAVAILABLE, message, "capacity")
+        if role == "producer" and session is not None and session.producer is not None:
             return self._reject(
                 http.HTTPStatus.CONFLICT, "session already has a producer", "producer_busy"
             )
@@ -256,19 +301,35 @@ class AnchorServer:
             )
         return self._respond(http.HTTPStatus.NOT_FOUND, b"not found\n")
 
+    def _claims(self, connection: ServerConnection, session_id: str, role: Role) -> Claims:
+        path = connection.request.path if connection.request else ""
+        token = parse_qs(urlsplit(path).query).get("token", [None])[0]
+        return verify_token(self.config.server.token_secret, token, session_id, role)
+
     async def _handle(self, connection: ServerConnection) -> None:
         route = _WS_ROUTE.match(
             urlsplit(connection.request.path if connection.request else "").path
         )
         if route is None:  # process_request answered every other path
             return
-        session = self.sessions.get(route["session"])
-        if session is None or session.closed:
+        if self._stopping:
+            await connection.close(1001, "shutting down")
+            return
+        role: Role = "producer" if route["kind"] == "motion" else "viewer"
+        try:
+            claims = self._claims(connection, route["session"], role)
+            session = self._get_session(route["session"])
+        except AnchorError as err:  # expired since the handshake, or capacity taken meanwhile
+            await connection.close(1013 if not isinstance(err, TokenError) else 1008, str(err))
+            return
+        if session.closed:
             await connection.close(1011, "session is gone")
             return
         try:
             if route["kind"] == "motion":
-                await run_producer(connection, session, self.config, self.metrics)
+                await run_producer(
+                    connection, session, self.config, self.metrics, claims.expires_at
+                )
             else:
                 await run_viewer(connection, session, self.config, self.metrics)
         except ConnectionClosed:
@@ -285,17 +346,15 @@ async def serve_until_signal(
 ) -> int:
     """Run a server until SIGINT/SIGTERM, then shut down gracefully; returns the exit code.
 
-    announce: called once the server listens; before_stop: awaited first on shutdown (an
-    in-process producer stops before the sessions end).
+    The shutdown is bounded: the process exits within ``SHUTDOWN_S`` of the signal whatever
+    the clients do, and at once on a second signal (``server.shutdown``). announce: called
+    once the server listens; before_stop: awaited first on shutdown (an in-process producer
+    stops before the sessions end).
     """
-    import signal
-
     server = AnchorServer(config, load_pipelines)
-    loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     # Handlers first: a signal while the model loads still ends in a graceful exit 0.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop_requested.set)
+    signals = ExitOnSignals(stop_requested.set, SHUTDOWN_S)
     try:
         await server.start()
         if stop_requested.is_set():
@@ -304,11 +363,16 @@ async def serve_until_signal(
             announce(server)
         await stop_requested.wait()
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+        deadline = asyncio.get_running_loop().time() + SHUTDOWN_S
         try:
             if before_stop is not None:
-                await before_stop()
+                # asyncio.wait, not wait_for: a task that swallows its cancellation must
+                # not hold the shutdown (the exit deadline ends it with the process).
+                stopping = asyncio.ensure_future(before_stop())
+                done, _ = await asyncio.wait({stopping}, timeout=SHUTDOWN_BEFORE_S)
+                if not done:
+                    log.error("shutting down: the in-process producer did not stop in time")
         finally:
-            await server.stop()
+            await server.stop(deadline)
+            signals.remove()
     return 0

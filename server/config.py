@@ -48,7 +48,8 @@ class ServerConfig(Section):
     # Offer 127.0.0.1 as a host candidate (aioice skips it) so same-machine viewers connect.
     ice_loopback: bool = True
     # Frames a producer may have in flight (sent, not yet committed and recorded);
-    # 0 = automatic: the sampler's latency plus one second of frames.
+    # 0 = automatic: the sampler's latency plus one second of frames, plus another second
+    # when recording (a frame's credit returns once its fragment is on disk).
     max_in_flight: int = Field(0, ge=0)
     # Where per-session recordings (mp4 + motion .npz) go; None = no recording.
     recordings_dir: Path | None = Path("recordings")

@@ -74,7 +74,12 @@ class ServerMetrics:
     def forget_session(self, session: str) -> None:
         """Drop the label sets of a removed session (bounded label cardinality)."""
         self._commit_times.pop(session, None)
-        for metric in (self.committed_frames, self.committed_fps, self.viewers):
+        for metric in (
+            self.committed_frames,
+            self.committed_fps,
+            self.skipped_frames,
+            self.viewers,
+        ):
             with contextlib.suppress(KeyError):
                 metric.remove(session)
         for labels in list(self.queue_depth._metrics):

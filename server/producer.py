@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -19,6 +21,7 @@ from model.errors import AnchorError
 from server.config import ServerSettings
 from server.metrics import ServerMetrics
 from server.motion_codec import decode_binary_frame, decode_json_frame
+from server.outbox import Outbox
 from server.protocol import (
     AUDIO_MAGIC,
     ProtocolError,
@@ -28,7 +31,7 @@ from server.protocol import (
     parse_text,
 )
 from server.ratelimit import TokenBucket
-from server.session import CreditError, Outbox, Session
+from server.session import CreditError, Session
 
 log = logging.getLogger("anchor.producer")
 
@@ -43,21 +46,31 @@ async def send_loop(connection: ServerConnection, outbox: Outbox) -> None:
     """Send queued messages in order until the outbox is closed or the peer goes away."""
     with contextlib.suppress(ConnectionClosed):
         while (message := await outbox.queue.get()) is not None:
-            await connection.send(message)
+            try:
+                await connection.send(message)
+            finally:
+                outbox.queue.task_done()
+        outbox.queue.task_done()
 
 
 async def run_producer(
-    connection: ServerConnection, session: Session, config: ServerSettings, metrics: ServerMetrics
+    connection: ServerConnection,
+    session: Session,
+    config: ServerSettings,
+    metrics: ServerMetrics,
+    token_expires_at: float = math.inf,
 ) -> None:
     """Serve one producer until it disconnects; a run still going is then ended (flushed,
-    recorded) so the recording is complete and playable."""
+    recorded) so the recording is complete and playable.
+
+    token_expires_at: Unix time the connection's token expires; ``start`` is refused after."""
     if session.producer is not None:
         await connection.close(1008, "session already has a producer")
         return
     outbox = Outbox(PRODUCER_OUTBOX, drop_when_full=False)
     session.producer = outbox
     sender = asyncio.create_task(send_loop(connection, outbox), name=f"producer-send:{session.id}")
-    handler = ProducerHandler(session, config, metrics, outbox)
+    handler = ProducerHandler(session, config, metrics, outbox, token_expires_at)
     log.info("session %s: producer connected", session.id)
     try:
         async for message in connection:
@@ -85,9 +98,15 @@ class ProducerHandler:
     """Decodes and dispatches one producer's messages; replies go to its outbox."""
 
     def __init__(
-        self, session: Session, config: ServerSettings, metrics: ServerMetrics, outbox: Outbox
+        self,
+        session: Session,
+        config: ServerSettings,
+        metrics: ServerMetrics,
+        outbox: Outbox,
+        token_expires_at: float = math.inf,
     ) -> None:
         self.session = session
+        self.token_expires_at = token_expires_at
         self.config = config
         self.metrics = metrics
         self.outbox = outbox
@@ -158,6 +177,11 @@ class ProducerHandler:
             session.accept_audio(chunk.pts, chunk.samples)
         elif kind == "start":
             control = parse_control(parsed)
+            if time.time() >= self.token_expires_at:
+                raise ProtocolError(
+                    "start: the connection's token has expired; reconnect with a fresh token",
+                    field="token",
+                )
             # A reconnecting producer's previous run may still be flushing: let it finish.
             await session.wait_run_over()
             last_seq = session.last_accepted_seq
@@ -174,8 +198,8 @@ class ProducerHandler:
                 }
             )
         elif kind == "clear":
-            credits = session.clear_run()
-            self.outbox.send({"type": "cleared", "credits": credits})
+            credits, dropped = session.clear_run()
+            self.outbox.send({"type": "cleared", "credits": credits, "dropped": dropped})
         elif kind == "end":
             if session.run is None:
                 raise ProtocolError("end: no run in progress", field="type")

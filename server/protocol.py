@@ -12,8 +12,14 @@ Server -> producer (JSON): ``started`` (credits, ``last_seq``: the last seq that
 of this session accepted, or null), ``ack`` (seq, credits; ``skipped: true`` when live
 rate control, ``server.max_lag_s``, accepted the frame without rendering it because the
 pipeline lags), ``credit`` (a frame
-was committed and recorded: seq, credits), ``cleared``, ``ended`` (summary), ``error``
-(``field``, ``seq`` when known, ``message``; ``fatal`` when the run is over).
+was committed and recorded: seq, credits), ``cleared`` (``dropped``: the acked seqs it
+discarded), ``ended`` (summary; ``dropped``: acked seqs never committed, e.g. at shutdown;
+``reason`` end, producer disconnected, shutdown or error), ``error`` (``field``, ``seq`` when
+known, ``message``; ``fatal`` when the run is over). Every producer message gets exactly one
+answer (``ack``, ``started``, ``cleared``, ``error``; ``end`` gets ``ended``).
+
+Beyond a well-formed frame, a run checks what would fail later (``server/ingest.py``), and
+``start`` is refused (field ``token``) once the connection's token has expired.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +39,12 @@ from model.errors import AnchorError
 AUDIO_MAGIC = b"ANAU"
 _AUDIO_HEADER = struct.Struct("<4sdI")
 CONTROL_TYPES = ("start", "end", "clear")
+# Bounds of a JSON message, checked while parsing: deeper nesting would exhaust the
+# parser's recursion, longer integers Python's int conversion (its own 4300-digit limit).
+MAX_JSON_DEPTH = 32
+MAX_INT_DIGITS = 4300
+# Brackets outside strings (a string token is matched whole, so its brackets are skipped).
+_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 class ProtocolError(AnchorError):
@@ -98,12 +111,48 @@ def decode_json_audio(message: dict[str, Any], expected_rate: int) -> AudioChunk
     return _audio_checked(message.get("pts"), message.get("sample_rate"), pcm, expected_rate)
 
 
-def parse_text(text: str) -> dict[str, Any]:
-    """A JSON object with a known ``type``; ProtocolError otherwise."""
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ProtocolError(
+            f"an integer of {len(text)} digits exceeds {MAX_INT_DIGITS} digits", field="message"
+        )
+    return int(text)
+
+
+def _depth(text: str) -> int:
+    depth = deepest = 0
+    for token in _NESTING.finditer(text):
+        bracket = token.group()
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in "]}":
+            depth -= 1
+    return deepest
+
+
+def loads_bounded(text: str | bytes) -> Any:
+    """``json.loads`` with nesting at most ``MAX_JSON_DEPTH`` and integers of at most
+    ``MAX_INT_DIGITS`` digits; ProtocolError (field ``message``) for anything else."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ProtocolError("not valid UTF-8", field="message") from err
+    # Counting brackets is cheap; the exact scan runs only when there are enough of them.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth(text) > MAX_JSON_DEPTH:
+        raise ProtocolError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", field="message")
     try:
-        message = json.loads(text)
+        return json.loads(text, parse_int=_bounded_int)
     except json.JSONDecodeError as err:
         raise ProtocolError(f"not valid JSON: {err.msg} at {err.pos}", field="message") from err
+    except (RecursionError, ValueError) as err:  # depth or number size beyond the scanner's
+        raise ProtocolError(f"not acceptable JSON: {err}", field="message") from err
+
+
+def parse_text(text: str) -> dict[str, Any]:
+    """A JSON object with a known ``type``; ProtocolError otherwise."""
+    message = loads_bounded(text)
     if not isinstance(message, dict):
         raise ProtocolError("a message must be a JSON object", field="message")
     kind = message.get("type")

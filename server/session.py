@@ -9,7 +9,6 @@ methods run on the event loop; pipeline and recorder threads reach it only throu
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -22,9 +21,11 @@ from aiortc.contrib.media import MediaRelay
 
 from model.errors import AnchorError
 from server.broadcast import SessionBroadcast
+from server.ingest import RunRules
 from server.live_rate import RateControl
 from server.media import PlayoutVideoTrack, PtsAlignedAudioTrack, ShownFrame, stamp_seq
 from server.metrics import ServerMetrics
+from server.outbox import Outbox
 from server.protocol import ProtocolError
 from server.recording import RecordedAudio, RecordedFrame, SessionRecorder
 
@@ -37,33 +38,8 @@ log = logging.getLogger("anchor.session")
 
 # Time allowed for a run's pipeline to drain its tail after `end` before it is closed anyway.
 END_TIMEOUT_S = 300.0
-
-
-class Outbox:
-    """Outgoing JSON messages of one connection, sent by a task its handler owns.
-
-    Bounded: a peer that stops reading cannot make the server buffer without limit. Producer
-    outboxes close the connection when full (acks must never be lost silently); viewer
-    outboxes drop status messages when full (each one supersedes the previous).
-    """
-
-    def __init__(self, maxsize: int, drop_when_full: bool) -> None:
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize)
-        self.drop_when_full = drop_when_full
-        self.overflowed = asyncio.Event()
-
-    def send(self, message: dict[str, Any]) -> None:
-        try:
-            self.queue.put_nowait(json.dumps(message))
-        except asyncio.QueueFull:
-            if not self.drop_when_full:
-                self.overflowed.set()
-
-    def close(self) -> None:
-        try:
-            self.queue.put_nowait(None)
-        except asyncio.QueueFull:
-            self.overflowed.set()
+# Closing a run's pipeline and finalizing its recording, once drained.
+FINISH_TIMEOUT_S = 2.0
 
 
 @dataclass(slots=True)
@@ -84,6 +60,7 @@ class SessionRun:
         recorder: SessionRecorder | None,
         credit_limit: int,
         rate: RateControl | None = None,
+        hand_pca_count: int = 0,
     ) -> None:
         self.pipeline = pipeline
         self.recorder = recorder
@@ -94,7 +71,7 @@ class SessionRun:
         self.in_flight: set[int] = set()
         # The motion frame of each seq in flight, recorded beside the video it produced.
         self.motions: dict[int, Any] = {}
-        self.last_seq: int | None = None
+        self.rules = RunRules(hand_pca_count)
         loop = asyncio.get_running_loop()
         self.drained: asyncio.Future[None] = loop.create_future()
         # Set once the run is over (pipeline closed, recording finalized).
@@ -166,24 +143,29 @@ class Session:
         identity = self.config.server.identities.get(name)
         if identity is None:
             known = ["default", *sorted(self.config.server.identities)]
-            raise AnchorError(f"identity: unknown identity {name!r} (known: {known})")
+            raise ProtocolError(f"unknown identity {name!r} (known: {known})", "identity")
         return identity
 
     def start_run(self, identity_name: str) -> SessionRun:
         """Start a run with identity ``identity_name``; raises AnchorError if one is active."""
         if self.run is not None:
-            raise AnchorError("start: the session already has a run; send end first")
+            raise ProtocolError("start: the session already has a run; send end first", "type")
         identity = self.identity_config(identity_name)
         sink = _LoopSink(self)
         pipeline = self.factory.create(self.id, identity, sink)
-        limit = self.config.server.max_in_flight or (
-            pipeline.latency_frames + round(self.config.stream.fps)
-        )
-        if limit <= pipeline.latency_frames:
+        # A recording holds a committed frame until its fragment is on disk: a fragment of
+        # up to a second of frames on top of the sampler's latency, and never so long that
+        # the credits run out before it is complete (server/recording.py).
+        second = max(1, round(self.config.stream.fps))
+        recording = self.config.server.recordings_dir is not None
+        latency = pipeline.latency_frames
+        limit = self.config.server.max_in_flight or (latency + second * (2 if recording else 1))
+        fragment_frames = min(second, limit - latency - 1)
+        if fragment_frames < 1:
             pipeline.close()
             raise AnchorError(
-                f"server.max_in_flight ({limit}) must exceed the sampler's latency "
-                f"({pipeline.latency_frames} frames), or no frame could ever be committed"
+                f"server.max_in_flight ({limit}) must exceed the sampler's latency plus one "
+                f"({latency + 1} frames), or no frame could ever be committed and recorded"
             )
         # The end of a run releases every frame the pipeline holds at once (exact mode: many
         # windows): the live view must have room to play that tail out.
@@ -199,6 +181,7 @@ class Session:
                 base,
                 self.config.stream.fps,
                 self.config.server.audio_sample_rate,
+                fragment_frames=fragment_frames,
                 on_written=lambda seq: self._call_soon(self._release, seq),
                 on_failed=lambda err: self._call_soon(self._fail, err),
             )
@@ -209,7 +192,7 @@ class Session:
             stream = self.config.stream
             lag_frames = round(self.config.server.max_lag_s * stream.fps)
             rate = RateControl(max_backlog=stream.window_stride + lag_frames)
-        self.run = SessionRun(pipeline, recorder, limit, rate)
+        self.run = SessionRun(pipeline, recorder, limit, rate, self.config.stream.hand_pca_count)
         sink.run = self.run
         log.info("session %s: run started (identity %s, credits %d)", self.id, identity_name, limit)
         return self.run
@@ -225,16 +208,15 @@ class Session:
         """
         run = self.run
         if run is None or run.ending:
-            raise AnchorError(f"seq {motion.seq}: no run in progress; send start first")
-        if run.last_seq is not None and motion.seq <= run.last_seq:
-            raise AnchorError(f"seq {motion.seq}: seq must increase (last accepted {run.last_seq})")
+            raise ProtocolError("no run in progress; send start first", "type", motion.seq)
+        run.rules.check_frame(motion)
         if run.credits <= 0:
             raise CreditError(
                 f"no credits left ({run.credit_limit} frames in flight); wait for a credit message",
                 field="credits",
                 seq=motion.seq,
             )
-        run.last_seq = motion.seq
+        run.rules.accept_frame(motion)
         self.last_accepted_seq = motion.seq
         run.stats.accepted += 1
         if run.rate is not None:
@@ -251,21 +233,27 @@ class Session:
     def accept_audio(self, pts: float, samples: np.ndarray) -> None:
         run = self.run
         if run is None or run.ending:
-            raise AnchorError("audio: no run in progress; send start first")
+            raise ProtocolError("audio: no run in progress; send start first", field="type")
+        run.rules.check_audio(pts)
+        run.rules.accept_audio(pts)
         self.audio.push(pts, samples)
         if run.recorder is not None:
             run.recorder.add_audio(RecordedAudio(pts, samples))
 
-    def clear_run(self) -> int:
-        """Discard the frames in flight (the sampler resets); returns the credits left."""
+    def clear_run(self) -> tuple[int, list[int]]:
+        """Discard the frames in flight (the sampler resets); returns the credits left and
+        the seqs dropped (acked, now never committed)."""
         run = self.run
-        if run is None:
-            raise AnchorError("clear: no run in progress")
+        if run is None or run.ending:
+            # An ending run (a reconnecting producer's previous one) keeps its acked frames.
+            raise ProtocolError("clear: no run in progress", field="type")
+        dropped = sorted(run.in_flight)
         run.pipeline.clear()
+        run.rules.clear()
         run.in_flight.clear()
         run.motions.clear()
         self.audio.clear()
-        return run.credits
+        return run.credits, dropped
 
     async def wait_run_over(self) -> None:
         """If the current run is ending (flushing after a disconnect), wait until it is over."""
@@ -273,8 +261,11 @@ class Session:
         if run is not None and run.ending:
             await asyncio.wait_for(asyncio.shield(run.finished), END_TIMEOUT_S + 60.0)
 
-    async def end_run(self, reason: str = "end") -> dict[str, Any] | None:
-        """Flush the pipeline, finalize the recording, report; no-op without a run."""
+    async def end_run(
+        self, reason: str = "end", timeout_s: float = END_TIMEOUT_S
+    ) -> dict[str, Any] | None:
+        """Flush the pipeline (up to ``timeout_s``), finalize the recording, report; no-op
+        without a run. Frames still in flight after the timeout are reported as dropped."""
         run = self.run
         if run is None or run.ending:
             return None
@@ -282,9 +273,9 @@ class Session:
         if run.failure is None:
             run.pipeline.end()
             try:
-                await asyncio.wait_for(asyncio.shield(run.drained), END_TIMEOUT_S)
+                await asyncio.wait_for(asyncio.shield(run.drained), timeout_s)
             except TimeoutError:
-                log.error("session %s: pipeline did not drain in %.0f s", self.id, END_TIMEOUT_S)
+                log.error("session %s: pipeline did not drain in %.1f s", self.id, timeout_s)
         return await self._finish_run(run, reason)
 
     async def _finish_run(self, run: SessionRun, reason: str) -> dict[str, Any]:
@@ -292,7 +283,8 @@ class Session:
         recording = None
         if run.recorder is not None:
             await asyncio.to_thread(run.recorder.close)
-            recording = str(run.recorder.video_path)
+            if run.recorder.video_path.exists():
+                recording = str(run.recorder.video_path)
         self.run = None
         if not run.finished.done():
             run.finished.set_result(None)
@@ -303,6 +295,8 @@ class Session:
             "committed": run.stats.committed,
             "skipped": run.stats.skipped,
             "recording": recording,
+            # Acked, never committed: the pipeline did not drain (shutdown) or failed.
+            "dropped": sorted(run.in_flight),
         }
         if run.failure is not None:
             summary["error"] = str(run.failure)
@@ -402,12 +396,22 @@ class Session:
             "viewers": len(self.viewers),
         }
 
-    async def close(self) -> None:
-        """End the run (flushing and recording everything) and stop the media sources."""
+    async def close(self, flush_timeout_s: float = END_TIMEOUT_S) -> None:
+        """End the run (flushing up to ``flush_timeout_s``, recording what was committed) and
+        stop the media sources."""
         if self.closed:
             return
         self.closed = True
-        await self.end_run("shutdown")
+        await self.end_run("shutdown", flush_timeout_s)
+        run = self.run
+        if run is not None and not run.finished.done():
+            # Ending in another task (its producer left): bound its drain by ours too.
+            finished = asyncio.shield(run.finished)
+            done, _ = await asyncio.wait({finished}, timeout=flush_timeout_s)
+            if not done:
+                if not run.drained.done():
+                    run.drained.set_result(None)
+                await asyncio.wait({finished}, timeout=FINISH_TIMEOUT_S)
         task = getattr(self, "_failure_task", None)
         if task is not None:
             await task

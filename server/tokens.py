@@ -69,6 +69,9 @@ def verify_token(
     """Check ``token`` grants ``role`` on ``session_id`` now; raise TokenError otherwise."""
     if not token:
         raise TokenError("missing token")
+    if not token.isascii():
+        # A token is base64url text; anything else is malformed whatever its encoding.
+        raise TokenError("malformed token: not ASCII")
     payload, dot, signature = token.partition(".")
     if not dot or not payload or not signature:
         raise TokenError("malformed token")
@@ -78,7 +81,7 @@ def verify_token(
     try:
         claims = json.loads(_b64decode(payload))
         token_session, token_role, expiry = str(claims["s"]), claims["r"], float(claims["e"])
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
         raise TokenError("malformed token payload") from err
     if token_session != session_id:
         raise TokenError("token is for another session")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any
 
@@ -24,8 +23,10 @@ from websockets.asyncio.server import ServerConnection
 
 from server.config import ServerSettings
 from server.metrics import ServerMetrics
+from server.outbox import Outbox
 from server.producer import send_loop
-from server.session import Outbox, Session
+from server.protocol import ProtocolError, loads_bounded
+from server.session import Session
 from server.webrtc import create_peer
 
 log = logging.getLogger("anchor.viewer")
@@ -63,11 +64,10 @@ async def run_viewer(
                 await connection.close(1008, "unexpected signaling traffic")
                 break
             try:
-                message = json.loads(raw)
-                reply = await _signal(peer, session, message)
-            except (ValueError, KeyError, TypeError) as err:
+                reply = await _signal(peer, session, loads_bounded(raw))
+            except ProtocolError as err:
                 metrics.rejected_messages.labels("signaling").inc()
-                outbox.send({"type": "error", "field": "signaling", "message": str(err)})
+                outbox.send(err.to_message())
                 continue
             if reply is not None:
                 outbox.send(reply)
@@ -88,15 +88,33 @@ async def run_viewer(
         log.info("session %s: viewer left (%d viewers)", session.id, len(session.viewers))
 
 
+def _field(message: dict[str, Any], name: str, kinds: Any, optional: bool = False) -> Any:
+    value = message.get(name)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        names = " or ".join(kind.__name__ for kind in kinds)
+        raise ProtocolError(f"{name} must be {names}, got {type(value).__name__}", field=name)
+    return value
+
+
 async def _signal(peer: Any, session: Session, message: Any) -> dict[str, Any] | None:
+    """The reply to one signaling message (None: no reply); ProtocolError naming the field."""
     if not isinstance(message, dict):
-        raise ValueError("a signaling message must be a JSON object")
+        raise ProtocolError("a signaling message must be a JSON object", field="message")
     kind = message.get("type")
     if kind == "offer":
+        sdp = _field(message, "sdp", (str,))
         if peer.remoteDescription is not None:
-            raise ValueError("offer: this connection already negotiated")
-        await peer.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
+            raise ProtocolError("offer: this connection already negotiated", field="type")
+        try:
+            await peer.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except Exception as err:
+            # aiortc's SDP parser raises assorted built-in errors on malformed input.
+            raise ProtocolError(f"offer: unusable SDP ({err!r})", field="sdp") from err
         kinds = {transceiver.kind for transceiver in peer.getTransceivers()}
+        if not kinds & {"video", "audio"}:
+            raise ProtocolError("offer: no video or audio section to answer", field="sdp")
         if "video" in kinds:
             peer.addTrack(session.relay.subscribe(session.video, buffered=False))
         if "audio" in kinds:
@@ -105,12 +123,21 @@ async def _signal(peer: Any, session: Session, message: Any) -> dict[str, Any] |
         await peer.setLocalDescription(answer)
         return {"type": "answer", "sdp": peer.localDescription.sdp}
     if kind == "candidate":
-        text = message.get("candidate") or ""
+        text = _field(message, "candidate", (str,), optional=True)
         if not text:
             return None  # end of candidates: aiortc needs no signal for it
-        candidate = candidate_from_sdp(text.removeprefix("candidate:"))
-        candidate.sdpMid = message.get("sdpMid")
-        candidate.sdpMLineIndex = message.get("sdpMLineIndex")
-        await peer.addIceCandidate(candidate)
+        mid = _field(message, "sdpMid", (str,), optional=True)
+        line = _field(message, "sdpMLineIndex", (int,), optional=True)
+        try:
+            candidate = candidate_from_sdp(text.removeprefix("candidate:"))
+        except (ValueError, IndexError, AssertionError) as err:  # aiortc asserts the bit count
+            raise ProtocolError(f"unparsable ICE candidate ({err!r})", field="candidate") from err
+        candidate.sdpMid, candidate.sdpMLineIndex = mid, line
+        if peer.remoteDescription is None:
+            raise ProtocolError("candidate: send the offer first", field="type")
+        try:
+            await peer.addIceCandidate(candidate)
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            raise ProtocolError(f"candidate not applicable ({err!r})", field="candidate") from err
         return None
-    raise ValueError(f"type must be offer or candidate, got {kind!r}")
+    raise ProtocolError(f"type must be offer or candidate, got {kind!r}", field="type")

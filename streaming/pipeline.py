@@ -24,10 +24,15 @@ import numpy as np
 
 from model.config import SamplerConfig
 from model.errors import AnchorError
+from model.motion.frame import BodyModelSettings
 
 if TYPE_CHECKING:
     from model.motion.frame import MotionFrame
     from streaming.config import IdentityConfig, PipelineConfig
+
+
+# The body model settings the render stage poses every frame with (streaming/stages.py).
+_BODY = BodyModelSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +41,9 @@ class StreamFormat:
 
     fps: frames per second of the motion and the video; width, height: frame size in
     pixels; window_size, window_stride: the sampler's window and the frames one window
-    commits in steady state (the size of the bursts the edge must smooth out).
+    commits in steady state (the size of the bursts the edge must smooth out);
+    hand_pca_count: the PCA coefficients per hand the body model takes (0 = 45 axis-angle
+    values), which the edge checks every motion frame against.
     """
 
     fps: float
@@ -44,6 +51,7 @@ class StreamFormat:
     height: int
     window_size: int
     window_stride: int
+    hand_pca_count: int = 0
 
 
 def stream_format(config: PipelineConfig) -> StreamFormat:
@@ -55,6 +63,7 @@ def stream_format(config: PipelineConfig) -> StreamFormat:
         height=config.render.height,
         window_size=sampler.window_size,
         window_stride=sampler.window_size - sampler.overlap,
+        hand_pca_count=_BODY.num_pca_comps if _BODY.use_pca else 0,
     )
 
 

@@ -49,21 +49,24 @@ def register(commands: Any) -> None:
 def _send(args: argparse.Namespace, config: AppConfig) -> int:
     from clients.producer import with_token
     from clients.sender import send_command
+    from server.shutdown import cancel_on_signals
 
     report = asyncio.run(
-        send_command(
-            args.motion,
-            with_token(args.url, args.token),
-            args.fps,
-            args.loop,
-            args.start_at,
-            args.audio,
-            config.server.audio_sample_rate,
-            args.identity,
-            args.retries,
-            # Two messages per frame with audio: stay at 3/4 of the server's rate limit.
-            0.75 * config.server.rate_limit_per_s,
-            sys.stdin,
+        cancel_on_signals(
+            send_command(
+                args.motion,
+                with_token(args.url, args.token),
+                args.fps,
+                args.loop,
+                args.start_at,
+                args.audio,
+                config.server.audio_sample_rate,
+                args.identity,
+                args.retries,
+                # Two messages per frame with audio: stay at 3/4 of the server's rate limit.
+                0.75 * config.server.rate_limit_per_s,
+                sys.stdin,
+            )
         )
     )
     ended = report.runs[-1] if report.runs else {}
@@ -86,7 +89,11 @@ def _view(args: argparse.Namespace, config: AppConfig) -> int:
 
     record = Path(args.record) if args.record else None
     url = with_token(view_url(args.url), args.token)
-    stats = asyncio.run(view_command(url, record, args.seconds, config.render.fps))
+    from server.shutdown import cancel_on_signals
+
+    stats = asyncio.run(
+        cancel_on_signals(view_command(url, record, args.seconds, config.render.fps))
+    )
     print(json.dumps({**stats, "recording": str(record) if record else None}))
     return 0
 

@@ -251,7 +251,8 @@ def test_killed_worker_ends_the_session_and_start_runs_on_a_new_one(
             first = ray_pipeline(server, "s1")
             # More frames than the sampler holds, fewer than the credits: all go out at once.
             await producer.send_frames(demo_frames(0, frames))
-            await producer.wait_for(lambda: len(producer.committed) >= before_kill, 120.0)
+            # Committed and shown (credits return later, once a recording fragment is on disk).
+            await viewer.wait_seq(before_kill, 120.0)
             outcome["first_pid"] = first.worker_info["pid"]
             await asyncio.to_thread(ray.kill, first.actor)
             await producer.wait_for(lambda: producer.ended is not None, 60.0)
