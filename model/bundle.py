@@ -27,13 +27,14 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from transformers import CLIPVisionModel
 
+from model.appearance import clip_processor, encode_appearance
 from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.errors import AnchorError
 from model.face_sgdm import FaceEnhancer
 from model.loading import load_clip_vision, load_controlnet, load_unet, load_vae, require_folder
 from model.placement import Components, place, resolve_placement
 from model.scheduling import DDIMFrameScheduler
-from model.sgdm import SGDMDenoiser, encode_appearance
+from model.sgdm import SGDMDenoiser
 from model.video_io import read_image
 
 BUNDLE_META = "bundle.json"
@@ -92,7 +93,8 @@ def load_bundle(
     image_path = reference or model.reference_image or folder / REFERENCE
     if not Path(image_path).is_file():
         raise AnchorError(f"bundle {folder}: no reference image (set model.reference_image)")
-    appearance = encode_appearance(clip, read_image(Path(image_path), size))
+    processor = clip_processor(clip, folder / "clip")
+    appearance = encode_appearance(clip, read_image(Path(image_path), size), processor)
     denoiser = SGDMDenoiser(
         unet,
         controlnet,
@@ -104,6 +106,7 @@ def load_bundle(
         controlnet_scale=sampler.controlnet_scale,
         attention=model.attention,
         window_groupnorm=model.window_groupnorm,
+        controlnet_residuals=model.resolved_controlnet_residuals(),
         cache_conditioning=model.cache_conditioning,
     )
     scheduler = DDIMFrameScheduler.sd15(sampler.steps)
@@ -154,7 +157,8 @@ def load_face_enhancer(
             f"bundle {folder}: no face reference image ({FACE_PART}/{REFERENCE}; "
             "set face.reference_image)"
         )
-    appearance = encode_appearance(clip, read_image(Path(image_path), face.size))
+    processor = clip_processor(clip, folder / "clip")
+    appearance = encode_appearance(clip, read_image(Path(image_path), face.size), processor)
     return FaceEnhancer(
         unet,
         controlnet,

@@ -24,6 +24,7 @@ from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from transformers import CLIPVisionModel
 
+from model.appearance import clip_processor, encode_appearance
 from model.bundle import has_face_model, load_bundle
 from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.errors import AnchorError
@@ -49,7 +50,7 @@ from model.presets import (
     tiny_vae,
 )
 from model.scheduling import DDIMFrameScheduler
-from model.sgdm import SGDMDenoiser, encode_appearance
+from model.sgdm import SGDMDenoiser
 from model.video_io import read_image
 
 log = logging.getLogger("anchor.model")
@@ -215,7 +216,8 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
     for network in (networks.unet, networks.controlnet, networks.vae, networks.clip):
         place(network, device, dtype)
     reference = _reference(model.reference_image, image_size)
-    appearance = encode_appearance(networks.clip, reference)
+    processor = clip_processor(networks.clip, model.clip_path if model.preset == "sd15" else None)
+    appearance = encode_appearance(networks.clip, reference, processor)
     denoiser = SGDMDenoiser(
         networks.unet,
         networks.controlnet,
@@ -227,6 +229,7 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
         controlnet_scale=sampler.controlnet_scale,
         attention=model.attention,
         window_groupnorm=model.window_groupnorm,
+        controlnet_residuals=model.resolved_controlnet_residuals(),
         cache_conditioning=model.cache_conditioning,
     )
     enhancer = None
@@ -243,7 +246,7 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
             networks.face_unet,
             networks.face_controlnet,
             networks.face_vae,
-            encode_appearance(networks.clip, face_reference),
+            encode_appearance(networks.clip, face_reference, processor),
             networks.face_null_embedding,
             networks.face_scheduler.with_steps(face.steps),
             size=face.size,

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 AttentionMode = Literal["all-frame", "per-frame", "sparse"]
 SamplerMode = Literal["offline", "exact", "low"]
 Precision = Literal["auto", "float32", "float16", "bfloat16"]
+ControlNetResiduals = Literal["authors", "diffusers"]
+NoiseDevice = Literal["cpu", "authors"]
 
 
 class Section(BaseModel):
@@ -53,6 +55,13 @@ class ModelConfig(Section):
     attention: AttentionMode = "all-frame"
     # Share GroupNorm statistics across the frames of a window (the official inflated UNet).
     window_groupnorm: bool = False
+    # How the ControlNet's down residuals reach the UNet. "diffusers": added out of place to
+    # the skip features only (stock diffusers; how training and the project's bundles run).
+    # "authors": the authors' inflated UNet adds them in place, so the mid block's input
+    # (the same tensor as the last skip feature) also receives the last down residual; their
+    # checkpoints were sampled that way. "auto": "authors" for preset sd15 (the authors'
+    # checkpoints), "diffusers" for bundle and tiny.
+    controlnet_residuals: Literal["auto", "authors", "diffusers"] = "auto"
     # Compute the ControlNet conditioning-image embedding once per window, not per step.
     cache_conditioning: bool = True
     # "onnxruntime" runs the graphs of ``anchor export-onnx`` from ``onnx_dir`` (model/onnx.py).
@@ -70,6 +79,12 @@ class ModelConfig(Section):
     compile: Literal["off", "on", "auto"] = "off"
     compile_backend: str = "inductor"
 
+    def resolved_controlnet_residuals(self) -> ControlNetResiduals:
+        """``controlnet_residuals`` with "auto" resolved by ``preset``."""
+        if self.controlnet_residuals != "auto":
+            return self.controlnet_residuals
+        return "authors" if self.preset == "sd15" else "diffusers"
+
 
 class SamplerConfig(Section):
     """Denoising loop settings shared by the offline and streaming samplers."""
@@ -85,6 +100,10 @@ class SamplerConfig(Section):
     overlap: int = Field(4, ge=0)
     same_frame_noise: bool = True
     seed: int = 42
+    # Where the initial noise is drawn (model/noise.py): "cpu" = float32 on the CPU, the
+    # same on every device; "authors" = float16 from the device's generator on CUDA, as the
+    # authors' pipeline draws it (exact GPU reproduction; on the CPU identical to "cpu").
+    noise_device: NoiseDevice = "cpu"
     # Upper bound of window evaluations batched into one model call (stream batch).
     max_batch: int = Field(4, ge=1)
 

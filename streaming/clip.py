@@ -130,7 +130,12 @@ class ClipState:
                 self.frames[position].condition = features[row]
         device = self.condition(positions[0]).device
         noise = frame_noise(
-            self.config.seed, positions, self.latent_shape, self.config.same_frame_noise
+            self.config.seed,
+            positions,
+            self.latent_shape,
+            self.config.same_frame_noise,
+            device=device,
+            noise_device=self.config.noise_device,
         ).to(device)
         for row, position in enumerate(positions):
             self.frames[position].latent = noise[row]
