@@ -130,6 +130,17 @@ class FaceConfig(Section):
     reference_image: Path | None = None
     # Run face crops through the window sampler (all-frame attention + overlap averaging).
     face_temporal: bool = False
+    # Face geometry of frames without a mesh (condition images): MTCNN (model/face_detector.py)
+    # with the weights of the facenet-pytorch wheel, or of this folder (pnet/rnet/onet.pt).
+    detector_weights: Path | None = None
+    # The three MTCNN stages' face-probability cut-offs. Mesh renders are stylised faces
+    # that MTCNN scores low; the largest detection is taken and smoothed over time.
+    detector_thresholds: tuple[float, float, float] = (0.1, 0.1, 0.1)
+    # Weight of the previous frame's points in the temporal smoothing (0 = none).
+    detector_smoothing: float = Field(0.5, ge=0.0, lt=1.0)
+    # A missed detection keeps the last points for up to this many frames, then the frame
+    # is not enhanced (never shifted or dropped).
+    hold_frames: int = Field(5, ge=0)
 
 
 class RenderConfig(Section):

@@ -43,9 +43,12 @@ def condition_frame_paths(folder: Path) -> list[Path]:
     return paths
 
 
-def read_condition_folder(folder: Path, size: int, frames: int | None = None) -> torch.Tensor:
+def read_condition_folder(
+    folder: Path, size: int | None, frames: int | None = None
+) -> torch.Tensor:
     """Condition images of a folder: (N, 3, size, size) float32 in [0, 1]; images of
-    another size are resized with LANCZOS, as the authors' pipeline does.
+    another size are resized with LANCZOS, as the authors' pipeline does (size None: as
+    stored, all of one size).
 
     frames: take the first N images; more than the folder holds is an error.
     """
