@@ -170,4 +170,5 @@ def load_face_enhancer(
         guidance_scale=face.guidance_scale,
         controlnet_scale=face.controlnet_scale,
         seed=face.seed,
+        masked_latent=face.masked_latent,
     )

@@ -253,6 +253,7 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
             guidance_scale=face.guidance_scale,
             controlnet_scale=face.controlnet_scale,
             seed=face.seed,
+            masked_latent=face.masked_latent,
         )
     log.info(
         "model ready: preset %s, %dx%d, %s %s, attention %s",

@@ -130,6 +130,13 @@ class FaceConfig(Section):
     reference_image: Path | None = None
     # Run face crops through the window sampler (all-frame attention + overlap averaging).
     face_temporal: bool = False
+    # Masked-image latent of the inpainting input: "mode" of the VAE posterior, or "sample"
+    # (the authors': drawn with a generator seeded by face.seed, the same draw per frame).
+    masked_latent: Literal["mode", "sample"] = "mode"
+    # Blend of the enhanced crop into the frame: "feathered" (crop-space erosion size/16 and
+    # box blur) or "authors" (40x40 erosion and a 41x41 Gaussian blur of the warped crop
+    # mask in frame pixels at 512, scaled with the frame size).
+    blend: Literal["feathered", "authors"] = "feathered"
     # Face geometry of frames without a mesh (condition images): MTCNN (model/face_detector.py)
     # with the weights of the facenet-pytorch wheel, or of this folder (pnet/rnet/onet.pt).
     detector_weights: Path | None = None

@@ -13,6 +13,8 @@ module only runs the model on already aligned crops.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
@@ -29,7 +31,9 @@ class FaceEnhancer:
 
     appearance, null_embedding: (T, D) float32 CLIP tokens of the reference face and the
     unconditional embedding. Guidance runs when guidance_scale > 1 (default 3.5);
-    controlnet_scale default 1.0.
+    controlnet_scale default 1.0. masked_latent: the masked crop's VAE latent is the
+    posterior's mode, or ("sample", the authors') a draw from a generator seeded with
+    ``seed`` for each frame, so every frame draws the same noise whatever the batch.
     """
 
     def __init__(
@@ -45,6 +49,7 @@ class FaceEnhancer:
         guidance_scale: float = 3.5,
         controlnet_scale: float = 1.0,
         seed: int = 42,
+        masked_latent: Literal["mode", "sample"] = "mode",
     ) -> None:
         if unet.config["in_channels"] != 9:
             raise ValueError(
@@ -65,6 +70,12 @@ class FaceEnhancer:
         self.size = size
         self.guidance_scale = guidance_scale
         self.controlnet_scale = controlnet_scale
+        if masked_latent not in ("mode", "sample"):
+            raise ValueError(
+                f"face.masked_latent must be 'mode' or 'sample', got {masked_latent!r}"
+            )
+        self.masked_latent = masked_latent
+        self.seed = seed
         latent_shape = (4, size // 8, size // 8)
         generator = torch.Generator().manual_seed(seed)
         # One noise for every frame (official): (4, S/8, S/8) float32 on the CPU.
@@ -77,6 +88,19 @@ class FaceEnhancer:
                 f"appearance must be {tuple(self.appearance.shape)}, got {tuple(appearance.shape)}"
             )
         self.appearance = appearance.float()
+
+    @torch.no_grad()
+    def masked_latents(self, masked: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) [0, 1] masked crops -> (N, 4, S/8, S/8) float32 scaled latents."""
+        if self.masked_latent == "mode":
+            return vae_encode(self.vae, masked)
+        latents = []
+        for image in masked:
+            pixels = (image[None] * 2.0 - 1.0).to(self.vae.device, self.vae.dtype)
+            posterior = self.vae.encode(pixels).latent_dist  # type: ignore[union-attr]
+            generator = torch.Generator(self.vae.device).manual_seed(self.seed)
+            latents.append(posterior.sample(generator=generator).float())
+        return torch.cat(latents) * self.vae.config["scaling_factor"]
 
     def _check(self, name: str, tensor: torch.Tensor, channels: int, count: int) -> None:
         expected = (count, channels, self.size, self.size)
@@ -101,7 +125,7 @@ class FaceEnhancer:
         if count == 0:
             return crops.float().cpu()
         keep = (masks > 0.5).to(crops.dtype)
-        masked_latents = vae_encode(self.vae, crops.float().cpu() * keep.cpu()).to(self.device)
+        masked_latents = self.masked_latents(crops.float().cpu() * keep.cpu()).to(self.device)
         latent_size = self.size // 8
         mask_latent = F.interpolate(masks.float().cpu(), size=(latent_size, latent_size))
         mask_latent = mask_latent.to(self.device)

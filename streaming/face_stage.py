@@ -6,8 +6,9 @@ frame through the sampler).
 
 ``FaceStage``: Face SGDM enhancement of decoded frames that carry face geometry:
 FFHQ-aligned crop of the generated frame, inpainting of the face region (Face SGDM,
-mask 1 = keep), inverse warp and feathered blend (``model.face_geometry``). Pixels where
-the warped blend mask is zero are returned bit for bit.
+mask 1 = keep), inverse warp and feathered blend (``model.face_geometry``; ``face.blend``
+"authors": their erosion and Gaussian blur in frame pixels). Pixels where the blend
+weight is zero are returned bit for bit.
 
 - default, per frame (the paper): ``FaceEnhancer.enhance`` on each batch of crops;
 - ``face_temporal``: the crops go through a ``WindowSampler`` over the face model (the
@@ -28,11 +29,13 @@ from numpy.typing import NDArray
 from model.config import FaceConfig, SamplerConfig
 from model.face_geometry import (
     alignment_matrices,
+    authors_blend_weights,
     blend_masks,
     crop_faces,
     face_region_masks,
     ffhq_points,
     paste_back,
+    paste_back_weighted,
 )
 from model.face_sgdm import FaceEnhancer
 from model.face_window import FaceWindowDenoiser
@@ -187,8 +190,13 @@ class FaceStage:
         self, frames: list[CommittedFrame], crops: torch.Tensor, matrices: NDArray[np.float32]
     ) -> None:
         images = torch.stack([_image(frame) for frame in frames]).float()
-        masks = self.blend_mask.expand(len(frames), -1, -1, -1)
-        blended = paste_back(images, crops.float().cpu(), matrices, masks)
+        if self.config.blend == "authors":
+            height, width = images.shape[-2:]
+            weights = authors_blend_weights(matrices, self.size, height, width)
+            blended = paste_back_weighted(images, crops.float().cpu(), matrices, weights)
+        else:
+            masks = self.blend_mask.expand(len(frames), -1, -1, -1)
+            blended = paste_back(images, crops.float().cpu(), matrices, masks)
         for frame, image in zip(frames, blended, strict=True):
             frame.image = image
 
