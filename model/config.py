@@ -137,6 +137,10 @@ class FaceConfig(Section):
     # box blur) or "authors" (40x40 erosion and a 41x41 Gaussian blur of the warped crop
     # mask in frame pixels at 512, scaled with the frame size).
     blend: Literal["feathered", "authors"] = "feathered"
+    # BiSeNet face-parsing weights (the authors' 79999_iter.pth, model/face_parsing.py): the
+    # inpainting mask from parsing the generated face crop; None = the hull of the face
+    # landmarks (mesh or detector points).
+    parsing_weights: Path | None = None
     # Face geometry of frames without a mesh (condition images): MTCNN (model/face_detector.py)
     # with the weights of the facenet-pytorch wheel, or of this folder (pnet/rnet/onet.pt).
     detector_weights: Path | None = None

@@ -37,6 +37,7 @@ from model.face_geometry import (
     paste_back,
     paste_back_weighted,
 )
+from model.face_parsing import FaceParser, load_bisenet
 from model.face_sgdm import FaceEnhancer
 from model.face_window import FaceWindowDenoiser
 from streaming.frames import CommittedFrame, ConditionFrame
@@ -139,6 +140,10 @@ class FaceStage:
         # blend_masks' default erosion (size/16, at least 2) is too thin below 48 px.
         erosion = max(3, self.size // 16)
         self.blend_mask = blend_masks(1, self.size, erosion=erosion, blur=max(1, erosion // 3))
+        self.parser: FaceParser | None = None
+        if config.parsing_weights is not None:
+            network = load_bisenet(config.parsing_weights)
+            self.parser = FaceParser(network.to(enhancer.device, enhancer.dtype))
         self._sampler: WindowSampler | None = None
         self._window_denoiser: FaceWindowDenoiser | None = None
         # Temporal mode: decoded frames waiting for their face, in order, and the seqs of
@@ -186,6 +191,13 @@ class FaceStage:
         matrices = np.stack([matrix_for(_geometry(frame), height, width) for frame in frames])
         return crop_faces(images.float(), matrices, self.size), matrices
 
+    def _keep_masks(self, frames: list[CommittedFrame], crops: torch.Tensor) -> torch.Tensor:
+        """(N, 1, S, S) inpainting masks (1 = keep): parsed from the generated crops with
+        ``face.parsing_weights``, else the geometry's landmark hull."""
+        if self.parser is not None:
+            return self.parser.keep_masks(crops)
+        return torch.stack([_geometry(frame).keep_mask for frame in frames])
+
     def _blend(
         self, frames: list[CommittedFrame], crops: torch.Tensor, matrices: NDArray[np.float32]
     ) -> None:
@@ -207,7 +219,7 @@ class FaceStage:
             enhanced = self.enhancer.enhance(
                 crops,
                 torch.stack([_geometry(frame).mesh_crop for frame in with_face]),
-                torch.stack([_geometry(frame).keep_mask for frame in with_face]),
+                self._keep_masks(with_face, crops),
             )
             self._blend(with_face, enhanced, matrices)
         return frames
@@ -223,7 +235,7 @@ class FaceStage:
                 [
                     crops,
                     torch.stack([_geometry(frame).mesh_crop for frame in with_face]),
-                    torch.stack([_geometry(frame).keep_mask for frame in with_face]),
+                    self._keep_masks(with_face, crops),
                 ],
                 dim=1,
             )

@@ -13,6 +13,7 @@ from PIL import Image
 from app.cli import main
 from model.config import FaceConfig, RenderConfig
 from model.face_detector import FaceDetector, packaged_weights
+from model.face_parsing import BiSeNet
 from model.motion.conditions import render_motion_conditions
 from streaming.face_tracking import FaceTrack, detected_face_geometries
 
@@ -114,3 +115,28 @@ def test_generate_runs_the_face_stage_on_a_condition_folder(
         assert face.shape == plain.shape == (128, 128, 3)
         changed += int(np.abs(face - plain).max() > 0)
     assert changed == 4  # every frame's face was enhanced
+
+
+def test_generate_with_the_authors_face_options(
+    clip_renders: tuple[torch.Tensor, np.ndarray], tmp_path: Path
+) -> None:
+    """BiSeNet mask (a tiny random network in the published layout), sampled masked
+    latent and the authors' blend run through the face stage on a condition folder."""
+    folder = tmp_path / "conditions"
+    folder.mkdir()
+    for index, render in enumerate(clip_renders[0][:2]):
+        array = (render.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(array).save(folder / f"{index:06d}.png")
+    torch.manual_seed(0)
+    weights = tmp_path / "parsing.pth"
+    torch.save(BiSeNet(base=8).state_dict(), weights)
+    base = ["model.preset=tiny", "model.image_size=128", "face.size=32", "face.steps=1"]
+    authors = [f"face.parsing_weights={weights}", "face.masked_latent=sample",
+               "face.blend=authors"]  # fmt: skip
+    outputs = {}
+    for name, settings in (("default", base), ("authors", base + authors)):
+        overrides = [item for setting in settings for item in ("--set", setting)]
+        out = tmp_path / name
+        assert main([*overrides, "generate", str(folder), "--steps", "1", "--out", str(out)]) == 0
+        outputs[name] = np.asarray(Image.open(out / "000000.png"), dtype=np.int16)
+    assert np.abs(outputs["default"] - outputs["authors"]).max() > 0
