@@ -11,9 +11,10 @@ printed by ``anchor bench presets`` and listed in the README.
   Algorithm 1), the face stage at 20 steps / CFG 3.5, every frame rendered. For the
   authors' weights (any model but a project bundle) it also runs their network as they
   did: GroupNorm statistics over the window (``model.window_groupnorm``) and the in-place
-  ControlNet residuals (``model.controlnet_residuals = "authors"``). A project bundle
-  (``model.preset = "bundle"``, the embedded demo included) keeps the per-frame GroupNorm
-  and diffusers' residuals it was trained with.
+  ControlNet residuals (``model.controlnet_residuals = "authors"``), and their face stage's
+  sampled masked-image latent and blend (``face.masked_latent``, ``face.blend``). A bundle
+  (``model.preset = "bundle"``, the embedded demo included) keeps the per-frame GroupNorm,
+  diffusers' residuals and the face stage it was trained and measured with.
 - ``live``: real time first. 4 steps, CFG off, ws/os 8/2, low-latency streaming,
   all-frame attention up to 256 px and sparse attention above, the cached ControlNet
   conditioning embedding, stream batching, fp16 and torch.compile on a GPU (precision and
@@ -41,13 +42,14 @@ def preset_fields(name: str, tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
         # No model.preset in any source means the embedded demo bundle.
         bundle = tree.get("model", {}).get("preset", "bundle") == "bundle"
         network = {} if bundle else {"window_groupnorm": True, "controlnet_residuals": "authors"}
+        face = {} if bundle else {"masked_latent": "sample", "blend": "authors"}
         return {
             "sampler": {"steps": 20, "guidance_scale": 7.5, "controlnet_scale": 2.0,
                         "window_size": 16, "overlap": 4, "mode": "exact",
                         "same_frame_noise": True, "noise_device": "authors"},
             "model": {"attention": "all-frame", "compile": "off", **network},
             "face": {"enabled": True, "steps": 20, "guidance_scale": 3.5,
-                     "face_temporal": False},
+                     "face_temporal": False, **face},
             "server": {"max_lag_s": None},
         }  # fmt: skip
     if name == "live":
