@@ -25,7 +25,7 @@ from streaming.batching import SamplerStats
 from streaming.frames import CommittedFrame, ConditionFrame
 
 if TYPE_CHECKING:
-    from streaming.face_stage import FaceGeometry
+    from streaming.face_stage import FrameFace
 
 
 @dataclass(slots=True)
@@ -40,7 +40,7 @@ class PendingFrame:
 
     seq: int
     pts: float
-    face: FaceGeometry | None
+    face: FrameFace | None
     image: torch.Tensor | None
     condition: torch.Tensor | None = None
     latent: torch.Tensor | None = None

@@ -4,7 +4,9 @@ The five FFHQ points come from a face detector (``model.face_detector``) run on 
 condition image, are smoothed over time and become the same ``FaceGeometry`` a mesh gives
 (aligned crop of the render, inpainting mask from the points). A missed detection keeps
 the last smoothed points for up to ``face.hold_frames`` frames; after that the frame has
-no geometry and passes the face stage unenhanced. Frames are never shifted or dropped.
+no geometry from its condition: the face stage searches the generated frame (as the
+authors do) and leaves the frame unenhanced when that fails too. Frames are never shifted
+or dropped.
 """
 
 from __future__ import annotations
@@ -18,14 +20,9 @@ from numpy.typing import NDArray
 
 from model.config import FaceConfig
 from model.face_detector import FaceDetector
-from model.face_geometry import alignment_matrices, crop_faces, face_region_masks
-from streaming.face_stage import FaceGeometry
+from streaming.face_stage import DeferredFace, FrameFace, points_face_geometry
 
 log = logging.getLogger("anchor.face")
-
-# Five points (eyes, nose, mouth corners) span less of the face than the mesh's 51
-# landmarks (brows to lips): their hull is grown more to cover the same region.
-POINTS_REGION_GROW = 1.8
 
 
 @dataclass
@@ -67,42 +64,28 @@ class FaceTrack:
         return self.detected / self.frames if self.frames else 0.0
 
 
-def points_face_geometry(
-    render: torch.Tensor, points: NDArray[np.float32], size: int
-) -> FaceGeometry:
-    """FaceGeometry of a (3, H, W) [0, 1] render from its (5, 2) FFHQ points (pixels)."""
-    matrix = alignment_matrices(points[None].astype(np.float32), size)[0]
-    crop = crop_faces(render[None].float(), matrix[None], size)[0]
-    crop_points = points @ matrix[:, :2].T + matrix[:, 2]
-    region = face_region_masks(
-        crop_points[None].astype(np.float32), size, size, grow=POINTS_REGION_GROW
-    )[0]
-    return FaceGeometry(
-        matrix=matrix.astype(np.float32),
-        mesh_crop=crop,
-        keep_mask=1.0 - torch.from_numpy(region),
-        image_size=(int(render.shape[1]), int(render.shape[2])),
-    )
-
-
 def detected_face_geometries(
     renders: torch.Tensor, face: FaceConfig, detector: FaceDetector | None = None
-) -> tuple[list[FaceGeometry | None], FaceTrack]:
+) -> tuple[list[FrameFace], FaceTrack]:
     """Face geometry of each condition image (N, 3, H, W) [0, 1], in order, one entry per
-    frame (None: no face for this frame); the track holds the detection rate, which is
-    logged."""
+    frame; a frame without one (a miss past the hold) is a ``DeferredFace``: the face stage
+    looks for the face on the generated frame. The track holds the detection rate, which
+    is logged."""
     detector = detector or FaceDetector(face.detector_weights, face.detector_thresholds)
     points, _ = detector.detect(renders)
     track = FaceTrack(smoothing=face.detector_smoothing, hold_frames=face.hold_frames)
-    geometries: list[FaceGeometry | None] = []
+    geometries: list[FrameFace] = []
     for render, found in zip(renders, points, strict=True):
         use = track.update(found)
-        geometries.append(None if use is None else points_face_geometry(render, use, face.size))
+        geometries.append(
+            DeferredFace(render) if use is None else points_face_geometry(render, use, face.size)
+        )
     log.info(
-        "face detection: %d of %d condition images (%.0f%%), %d frames with face geometry",
+        "face detection: %d of %d condition images (%.0f%%), %d frames with face geometry "
+        "(the others are searched on the generated frame)",
         track.detected,
         track.frames,
         100.0 * track.detection_rate,
-        sum(geometry is not None for geometry in geometries),
+        sum(not isinstance(geometry, DeferredFace) for geometry in geometries),
     )
     return geometries, track

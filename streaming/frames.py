@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from streaming.face_stage import FaceGeometry
+    from streaming.face_stage import FrameFace
 
 
 @dataclass(slots=True)
@@ -29,8 +29,9 @@ class ConditionFrame:
     ``condition[None]``, without the batch dim) when the caller already has it; the
     sampler then skips encoding this frame.
     face: the frame's face geometry (an aligned-crop transform and mask from the motion
-    layer's face geometry), or None when the frame has no usable face; the sampler does
-    not read it, it travels with the frame to the face stage.
+    layer's face geometry), a ``DeferredFace`` (no geometry from the condition: the face
+    stage detects it on the generated frame), or None when the frame has no usable face;
+    the sampler does not read it, it travels with the frame to the face stage.
     epoch: the sender's clip count when it sent the frame, bumped where it resets or
     ends a clip, as ``WindowSampler.epoch`` is at ``reset`` and ``flush``; a frame whose
     epoch is below the sampler's was sent before a reset and is dropped by the thread
@@ -41,7 +42,7 @@ class ConditionFrame:
     seq: int
     pts: float
     condition: torch.Tensor
-    face: FaceGeometry | None = None
+    face: FrameFace | None = None
     epoch: int = 0
     features: torch.Tensor | None = None
 
@@ -64,4 +65,4 @@ class CommittedFrame:
     position: int
     latent: torch.Tensor
     image: torch.Tensor | None = None
-    face: FaceGeometry | None = None
+    face: FrameFace | None = None

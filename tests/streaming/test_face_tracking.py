@@ -15,7 +15,9 @@ from model.config import FaceConfig, RenderConfig
 from model.face_detector import FaceDetector, packaged_weights
 from model.face_parsing import BiSeNet
 from model.motion.conditions import render_motion_conditions
+from streaming.face_stage import DeferredFace, FaceGeometry, FaceStage
 from streaming.face_tracking import FaceTrack, detected_face_geometries
+from streaming.frames import CommittedFrame
 
 CLIP = Path(__file__).resolve().parents[2] / "clients" / "samples" / "wave_talkshow.npy"
 POINTS = np.array([[10, 10], [20, 10], [15, 15], [11, 20], [19, 20]], dtype=np.float32)
@@ -76,7 +78,7 @@ def test_geometry_for_every_frame_in_order(clip_renders: tuple[torch.Tensor, np.
     renders = clip_renders[0][:6]
     geometries, track = detected_face_geometries(renders, FaceConfig(size=64))
     assert len(geometries) == 6 and track.frames == 6
-    present = [geometry for geometry in geometries if geometry is not None]
+    present = [geometry for geometry in geometries if isinstance(geometry, FaceGeometry)]
     assert present, "no face geometry at all"
     geometry = present[0]
     assert geometry.mesh_crop.shape == (3, 64, 64) and geometry.keep_mask.shape == (1, 64, 64)
@@ -140,3 +142,38 @@ def test_generate_with_the_authors_face_options(
         assert main([*overrides, "generate", str(folder), "--steps", "1", "--out", str(out)]) == 0
         outputs[name] = np.asarray(Image.open(out / "000000.png"), dtype=np.int16)
     assert np.abs(outputs["default"] - outputs["authors"]).max() > 0
+
+
+def test_a_face_missed_on_the_render_is_searched_on_the_generated_frame(
+    clip_renders: tuple[torch.Tensor, np.ndarray],
+) -> None:
+    """DeferredFace frames: found on the generated image -> enhanced; not found -> the
+    frame passes unchanged; every frame comes out, in order."""
+    from model.components import build_components
+    from model.config import ModelConfig, SamplerConfig
+
+    face = FaceConfig(size=64, steps=1)
+    model = ModelConfig(preset="tiny", device="cpu", image_size=64)
+    enhancer = build_components(model, SamplerConfig(steps=1), face).face
+    assert enhancer is not None
+    stage = FaceStage(enhancer, face)
+    render = clip_renders[0][0]
+    blank = torch.zeros_like(render)
+    frames = [
+        CommittedFrame(
+            seq=seq,
+            pts=seq / 30,
+            epoch=0,
+            position=seq,
+            latent=torch.zeros(4, 8, 8),
+            image=image.clone(),
+            face=DeferredFace(render),
+        )
+        for seq, image in enumerate((render, blank))
+    ]
+    out = stage.enhance(frames)
+    assert [frame.seq for frame in out] == [0, 1]
+    assert isinstance(out[0].face, FaceGeometry) and stage.fallback_found == 1
+    assert out[0].image is not None and (out[0].image - render).abs().max() > 0
+    assert out[1].face is None and out[1].image is not None
+    assert torch.equal(out[1].image, blank)
