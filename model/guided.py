@@ -12,8 +12,8 @@ ControlNet residuals reach the UNet one of two ways (``model.controlnet_residual
 "diffusers" adds them out of place to the skip features; "authors" also adds the last
 down residual to the mid block's input, as the authors' inflated UNet does by adding the
 residuals in place (its last skip feature is the mid block's input tensor). That is done
-with a forward pre-hook on the UNet's mid block for the duration of one call, so the
-network stays diffusers' own.
+with a forward pre-hook on the UNet's mid block, armed for one call, so the network stays
+diffusers' own.
 """
 
 from __future__ import annotations
@@ -63,6 +63,46 @@ def precomputed_conditioning(controlnet: ControlNetModel) -> Iterator[None]:
         target.controlnet_cond_embedding = embedding_module
 
 
+class MidBlockResidual:
+    """A forward pre-hook on a UNet's mid block adding ``residual`` to its input while it
+    is set. Installed once per UNet and kept (a hook added and removed per call would make
+    a torch.compile'd UNet recompile on every call)."""
+
+    def __init__(self) -> None:
+        self.residual: torch.Tensor | None = None
+
+    def __call__(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        if self.residual is None:
+            return None
+        if args:
+            return (args[0] + self.residual, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": kwargs["hidden_states"] + self.residual}
+
+
+_HOOK_ATTRIBUTE = "_anchor_mid_block_residual"
+
+
+def install_mid_block_residual(unet: UNet2DConditionModel) -> MidBlockResidual:
+    """The UNet's (disarmed) ``MidBlockResidual`` hook, installed on first use.
+
+    Every body UNet gets it at construction, whatever its residual mode: torch.compile
+    shares captured graphs between instances of one class, so all of them must carry the
+    same hook for its guard (armed or not) to tell their graphs apart.
+    """
+    # A torch.compile'd UNet runs its original module: hook that one.
+    target = getattr(unet, "_orig_mod", unet)
+    if target.mid_block is None:
+        raise ValueError("model.controlnet_residuals = 'authors' needs a UNet with a mid block")
+    hook = target.mid_block.__dict__.get(_HOOK_ATTRIBUTE)
+    if hook is None:
+        hook = MidBlockResidual()
+        target.mid_block.register_forward_pre_hook(hook, with_kwargs=True)
+        target.mid_block.__dict__[_HOOK_ATTRIBUTE] = hook
+    return hook  # type: ignore[no-any-return]
+
+
 @contextmanager
 def mid_block_input_residual(unet: UNet2DConditionModel, residual: torch.Tensor) -> Iterator[None]:
     """Within the block, the UNet's mid block receives ``input + residual``.
@@ -70,23 +110,12 @@ def mid_block_input_residual(unet: UNet2DConditionModel, residual: torch.Tensor)
     residual: broadcastable to the mid block's input (B, C, h/2^k, w/2^k). This is the
     authors' in-place ControlNet addition seen from outside the UNet.
     """
-    # A torch.compile'd UNet runs its original module: hook that one.
-    target = getattr(unet, "_orig_mod", unet)
-    if target.mid_block is None:
-        raise ValueError("model.controlnet_residuals = 'authors' needs a UNet with a mid block")
-
-    def add_residual(
-        module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        if args:
-            return (args[0] + residual, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": kwargs["hidden_states"] + residual}
-
-    handle = target.mid_block.register_forward_pre_hook(add_residual, with_kwargs=True)
+    hook = install_mid_block_residual(unet)
+    hook.residual = residual
     try:
         yield
     finally:
-        handle.remove()
+        hook.residual = None
 
 
 def controlnet_unet_noise(

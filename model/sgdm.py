@@ -17,7 +17,13 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 from model.attention import WindowContext, install_attention, set_window_groupnorm
 from model.config import AttentionMode, ControlNetResiduals
-from model.guided import controlnet_unet_noise, guide, guided_branches, uses_guidance
+from model.guided import (
+    controlnet_unet_noise,
+    guide,
+    guided_branches,
+    install_mid_block_residual,
+    uses_guidance,
+)
 
 
 @torch.no_grad()
@@ -107,6 +113,8 @@ class SGDMDenoiser:
         self.attention: AttentionMode = attention
         self.window_groupnorm = window_groupnorm
         install_attention(unet, attention, self.context)
+        if unet.mid_block is not None:
+            install_mid_block_residual(unet)
         set_window_groupnorm(unet, window_groupnorm, self.context)
         set_window_groupnorm(controlnet, window_groupnorm, self.context)
 
