@@ -58,6 +58,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -c $(VENV)/torch-constraint.txt -e ".[dev,lora,pipecat,$$(cat $(VENV)/ort-extra)]"
 	# pyrender pins PyOpenGL 3.1.0; OSMesa needs >= 3.1.4 and NumPy 2 needs a current one.
 	$(BIN)/pip install -q --no-deps "PyOpenGL==3.1.10"
+	# The face detector's MTCNN weights ship in facenet-pytorch's wheel; only its data files
+	# are read (model/face_detector.py). Its pins (torch < 2.3, torchvision, numpy < 2) are
+	# for its own code, which the project never imports: installed without them.
+	$(BIN)/pip install -q --no-deps "facenet-pytorch==2.6.0"
 	touch $(STAMP)
 
 # The live demo: server + looping producer with the trained demo model; prints the

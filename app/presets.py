@@ -5,9 +5,16 @@ A preset sets only its own fields, on top of the TOML file and under the environ
 names stay and any single field can still be overridden. Each preset's measured cost is
 printed by ``anchor bench presets`` and listed in the README.
 
-- ``quality``: the paper. 20 DDIM steps, CFG 7.5, ControlNet scale 2, all-frame
-  attention, ws/os 16/4, exact streaming (identical to offline Algorithm 1), the face
-  stage at 20 steps / CFG 3.5, every frame rendered.
+- ``quality``: the authors' inference. 20 DDIM steps, CFG 7.5, ControlNet scale 2,
+  all-frame attention, ws/os 16/4, one noise for every frame drawn as they draw it
+  (``sampler.noise_device = "authors"``), exact streaming (identical to offline
+  Algorithm 1), the face stage at 20 steps / CFG 3.5, every frame rendered. For the
+  authors' weights (any model but a project bundle) it also runs their network as they
+  did: GroupNorm statistics over the window (``model.window_groupnorm``) and the in-place
+  ControlNet residuals (``model.controlnet_residuals = "authors"``), and their face stage's
+  sampled masked-image latent and blend (``face.masked_latent``, ``face.blend``). A bundle
+  (``model.preset = "bundle"``, the embedded demo included) keeps the per-frame GroupNorm,
+  diffusers' residuals and the face stage it was trained and measured with.
 - ``live``: real time first. 4 steps, CFG off, ws/os 8/2, low-latency streaming,
   all-frame attention up to 256 px and sparse attention above, the cached ControlNet
   conditioning embedding, stream batching, fp16 and torch.compile on a GPU (precision and
@@ -32,12 +39,17 @@ def preset_fields(name: str, tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The fields (section -> field -> value) preset ``name`` sets, given the config tree
     it is applied to (the live preset's attention depends on the resolution)."""
     if name == "quality":
+        # No model.preset in any source means the embedded demo bundle.
+        bundle = tree.get("model", {}).get("preset", "bundle") == "bundle"
+        network = {} if bundle else {"window_groupnorm": True, "controlnet_residuals": "authors"}
+        face = {} if bundle else {"masked_latent": "sample", "blend": "authors"}
         return {
             "sampler": {"steps": 20, "guidance_scale": 7.5, "controlnet_scale": 2.0,
-                        "window_size": 16, "overlap": 4, "mode": "exact"},
-            "model": {"attention": "all-frame", "compile": "off"},
+                        "window_size": 16, "overlap": 4, "mode": "exact",
+                        "same_frame_noise": True, "noise_device": "authors"},
+            "model": {"attention": "all-frame", "compile": "off", **network},
             "face": {"enabled": True, "steps": 20, "guidance_scale": 3.5,
-                     "face_temporal": False},
+                     "face_temporal": False, **face},
             "server": {"max_lag_s": None},
         }  # fmt: skip
     if name == "live":

@@ -27,6 +27,7 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from transformers import CLIPVisionModel
 
+from model.appearance import clip_processor, encode_appearance
 from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.errors import AnchorError
 from model.face_sgdm import FaceEnhancer
@@ -35,7 +36,7 @@ from model.lora import apply_model_loras
 from model.placement import Components, place, resolve_placement
 from model.presets import SD15_SCHEDULER_CONFIG
 from model.scheduling import frame_scheduler
-from model.sgdm import SGDMDenoiser, encode_appearance
+from model.sgdm import SGDMDenoiser
 from model.tiny_vae import with_tiny_vae
 from model.video_io import read_image
 
@@ -97,7 +98,8 @@ def load_bundle(
     image_path = reference or model.reference_image or folder / REFERENCE
     if not Path(image_path).is_file():
         raise AnchorError(f"bundle {folder}: no reference image (set model.reference_image)")
-    appearance = encode_appearance(clip, read_image(Path(image_path), size))
+    processor = clip_processor(clip, folder / "clip")
+    appearance = encode_appearance(clip, read_image(Path(image_path), size), processor)
     denoiser = SGDMDenoiser(
         unet,
         controlnet,
@@ -109,6 +111,7 @@ def load_bundle(
         controlnet_scale=sampler.controlnet_scale,
         attention=model.attention,
         window_groupnorm=model.window_groupnorm,
+        controlnet_residuals=model.resolved_controlnet_residuals(),
         cache_conditioning=model.cache_conditioning,
         encoder_vae=encoder_vae,
     )
@@ -167,7 +170,8 @@ def load_face_enhancer(
             f"bundle {folder}: no face reference image ({FACE_PART}/{REFERENCE}; "
             "set face.reference_image)"
         )
-    appearance = encode_appearance(clip, read_image(Path(image_path), face.size))
+    processor = clip_processor(clip, folder / "clip")
+    appearance = encode_appearance(clip, read_image(Path(image_path), face.size), processor)
     return FaceEnhancer(
         unet,
         controlnet,
@@ -180,4 +184,5 @@ def load_face_enhancer(
         controlnet_scale=face.controlnet_scale,
         seed=face.seed,
         encoder_vae=encoder_vae,
+        masked_latent=face.masked_latent,
     )

@@ -24,6 +24,7 @@ from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from transformers import CLIPVisionModel
 
+from model.appearance import clip_processor, encode_appearance
 from model.bundle import has_face_model, load_bundle
 from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.errors import AnchorError
@@ -51,7 +52,7 @@ from model.presets import (
     tiny_vae,
 )
 from model.scheduling import frame_scheduler
-from model.sgdm import SGDMDenoiser, encode_appearance
+from model.sgdm import SGDMDenoiser
 from model.tiny_vae import with_tiny_vae
 from model.video_io import read_image
 
@@ -222,7 +223,8 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
     for network in (networks.unet, networks.controlnet, decoder_vae, encoder_vae, networks.clip):
         place(network, device, dtype)
     reference = _reference(model.reference_image, image_size)
-    appearance = encode_appearance(networks.clip, reference)
+    processor = clip_processor(networks.clip, model.clip_path if model.preset == "sd15" else None)
+    appearance = encode_appearance(networks.clip, reference, processor)
     denoiser = SGDMDenoiser(
         networks.unet,
         networks.controlnet,
@@ -234,6 +236,7 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
         controlnet_scale=sampler.controlnet_scale,
         attention=model.attention,
         window_groupnorm=model.window_groupnorm,
+        controlnet_residuals=model.resolved_controlnet_residuals(),
         cache_conditioning=model.cache_conditioning,
         encoder_vae=encoder_vae,
     )
@@ -255,7 +258,7 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
             networks.face_unet,
             networks.face_controlnet,
             face_decoder,
-            encode_appearance(networks.clip, face_reference),
+            encode_appearance(networks.clip, face_reference, processor),
             networks.face_null_embedding,
             frame_scheduler(face.scheduler, networks.face_scheduler_config, face.steps, face.seed),
             size=face.size,
@@ -263,6 +266,7 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
             controlnet_scale=face.controlnet_scale,
             seed=face.seed,
             encoder_vae=face_encoder,
+            masked_latent=face.masked_latent,
         )
     log.info(
         "model ready: preset %s, %dx%d, %s %s, attention %s",

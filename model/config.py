@@ -19,6 +19,8 @@ Precision = Literal["auto", "float32", "float16", "bfloat16"]
 # "ddim": the paper's sampler; "lcm": latent-consistency sampling for LCM-distilled weights
 # (an LCM-LoRA in model.lora_path), 2-8 steps without CFG (model/scheduling.py).
 SchedulerKind = Literal["ddim", "lcm"]
+ControlNetResiduals = Literal["authors", "diffusers"]
+NoiseDevice = Literal["cpu", "authors"]
 
 
 class Section(BaseModel):
@@ -56,6 +58,13 @@ class ModelConfig(Section):
     attention: AttentionMode = "all-frame"
     # Share GroupNorm statistics across the frames of a window (the official inflated UNet).
     window_groupnorm: bool = False
+    # How the ControlNet's down residuals reach the UNet. "diffusers": added out of place to
+    # the skip features only (stock diffusers; how training and the project's bundles run).
+    # "authors": the authors' inflated UNet adds them in place, so the mid block's input
+    # (the same tensor as the last skip feature) also receives the last down residual; their
+    # checkpoints were sampled that way. "auto": "authors" for preset sd15 (the authors'
+    # checkpoints), "diffusers" for bundle and tiny.
+    controlnet_residuals: Literal["auto", "authors", "diffusers"] = "auto"
     # Compute the ControlNet conditioning-image embedding once per window, not per step.
     cache_conditioning: bool = True
     # "onnxruntime" runs the graphs of ``anchor export-onnx`` from ``onnx_dir`` (model/onnx.py).
@@ -86,6 +95,12 @@ class ModelConfig(Section):
     # where the body model encodes images.
     tiny_vae_path: Path | None = None
 
+    def resolved_controlnet_residuals(self) -> ControlNetResiduals:
+        """``controlnet_residuals`` with "auto" resolved by ``preset``."""
+        if self.controlnet_residuals != "auto":
+            return self.controlnet_residuals
+        return "authors" if self.preset == "sd15" else "diffusers"
+
 
 class SamplerConfig(Section):
     """Denoising loop settings shared by the offline and streaming samplers."""
@@ -102,6 +117,10 @@ class SamplerConfig(Section):
     overlap: int = Field(4, ge=0)
     same_frame_noise: bool = True
     seed: int = 42
+    # Where the initial noise is drawn (model/noise.py): "cpu" = float32 on the CPU, the
+    # same on every device; "authors" = float16 from the device's generator on CUDA, as the
+    # authors' pipeline draws it (exact GPU reproduction; on the CPU identical to "cpu").
+    noise_device: NoiseDevice = "cpu"
     # Upper bound of window evaluations batched into one model call (stream batch).
     max_batch: int = Field(4, ge=1)
 
@@ -131,6 +150,28 @@ class FaceConfig(Section):
     face_temporal: bool = False
     # A diffusers AutoencoderTiny folder replacing the face model's VAE (decoder and encoder).
     tiny_vae_path: Path | None = None
+    # Masked-image latent of the inpainting input: "mode" of the VAE posterior, or "sample"
+    # (the authors': drawn with a generator seeded by face.seed, the same draw per frame).
+    masked_latent: Literal["mode", "sample"] = "mode"
+    # Blend of the enhanced crop into the frame: "feathered" (crop-space erosion size/16 and
+    # box blur) or "authors" (40x40 erosion and a 41x41 Gaussian blur of the warped crop
+    # mask in frame pixels at 512, scaled with the frame size).
+    blend: Literal["feathered", "authors"] = "feathered"
+    # BiSeNet face-parsing weights (the authors' 79999_iter.pth, model/face_parsing.py): the
+    # inpainting mask from parsing the generated face crop; None = the hull of the face
+    # landmarks (mesh or detector points).
+    parsing_weights: Path | None = None
+    # Face geometry of frames without a mesh (condition images): MTCNN (model/face_detector.py)
+    # with the weights of the facenet-pytorch wheel, or of this folder (pnet/rnet/onet.pt).
+    detector_weights: Path | None = None
+    # The three MTCNN stages' face-probability cut-offs. Mesh renders are stylised faces
+    # that MTCNN scores low; the largest detection is taken and smoothed over time.
+    detector_thresholds: tuple[float, float, float] = (0.1, 0.1, 0.1)
+    # Weight of the previous frame's points in the temporal smoothing (0 = none).
+    detector_smoothing: float = Field(0.5, ge=0.0, lt=1.0)
+    # A missed detection keeps the last points for up to this many frames, then the frame
+    # is not enhanced (never shifted or dropped).
+    hold_frames: int = Field(5, ge=0)
 
 
 class RenderConfig(Section):

@@ -175,6 +175,59 @@ def paste_back(
     return torch.where(weight > 0, blended, frames)
 
 
+# The authors' paste-back, in frame pixels at a 512-pixel frame: the warped crop mask
+# eroded by a 40x40 kernel, then a 41x41 Gaussian blur (OpenCV's sigma for that size).
+AUTHORS_BLEND_FRAME = 512
+AUTHORS_EROSION = 40
+AUTHORS_BLUR = 41
+
+
+def _gaussian_kernel(size: int) -> torch.Tensor:
+    sigma = 0.3 * ((size - 1) * 0.5 - 1.0) + 0.8
+    offsets = torch.arange(size, dtype=torch.float32) - (size - 1) / 2.0
+    kernel = torch.exp(-(offsets**2) / (2.0 * sigma * sigma))
+    return kernel / kernel.sum()
+
+
+def authors_blend_weights(
+    matrices: NDArray[np.float32], size: int, height: int, width: int
+) -> torch.Tensor:
+    """``(N, 1, height, width)`` blend weights of the authors' paste-back: the warped
+    ``size``-pixel crop square, eroded (OpenCV ``erode``: a k x k minimum anchored at
+    k // 2, the image border not eroding) and Gaussian-blurred (reflected border), with
+    k = 40 and 41 scaled by the frame size over 512."""
+    scale = max(height, width) / AUTHORS_BLEND_FRAME
+    erosion = max(1, round(AUTHORS_EROSION * scale))
+    blur = max(1, round(AUTHORS_BLUR * scale)) | 1
+    ones = torch.ones(len(matrices), 1, size, size)
+    warped = uncrop(ones, matrices, height, width).clamp(0.0, 1.0)
+    before, after = erosion // 2, erosion - 1 - erosion // 2
+    padded = F.pad(warped, (before, after, before, after), value=1.0)
+    eroded = -F.max_pool2d(-padded, kernel_size=erosion, stride=1)
+    kernel = _gaussian_kernel(blur)
+    half = blur // 2
+    if half:
+        rows = F.pad(eroded, (half, half, 0, 0), mode="reflect")
+        eroded = F.conv2d(rows, kernel.view(1, 1, 1, blur))
+        columns = F.pad(eroded, (0, 0, half, half), mode="reflect")
+        eroded = F.conv2d(columns, kernel.view(1, 1, blur, 1))
+    return eroded.clamp(0.0, 1.0)
+
+
+def paste_back_weighted(
+    frames: torch.Tensor,
+    crops: torch.Tensor,
+    matrices: NDArray[np.float32],
+    weights: torch.Tensor,
+) -> torch.Tensor:
+    """``paste_back`` with blend weights already in frame space ``(N, 1, H, W)``
+    (``authors_blend_weights``); where a weight is 0 the frame's pixel is returned exactly."""
+    height, width = frames.shape[-2:]
+    warped = uncrop(crops, matrices, height, width)
+    blended = frames * (1.0 - weights) + warped * weights
+    return torch.where(weights > 0, blended, frames)
+
+
 def face_region_masks(
     points: NDArray[np.float32], height: int, width: int, grow: float = 1.25
 ) -> NDArray[np.float32]:

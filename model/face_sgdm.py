@@ -13,8 +13,11 @@ module only runs the model on already aligned crops.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+from diffusers.models.autoencoders.autoencoder_tiny import AutoencoderTiny
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
@@ -31,6 +34,9 @@ class FaceEnhancer:
     unconditional embedding. Guidance runs when guidance_scale > 1 (default 3.5);
     controlnet_scale default 1.0. ``vae`` decodes (an AutoencoderTiny with
     ``face.tiny_vae_path``); ``encoder_vae`` encodes the masked crops (default ``vae``).
+    masked_latent: the masked crop's VAE latent is the posterior's mode, or ("sample", the
+    authors') a draw from a generator seeded with ``seed`` for each frame, so every frame
+    draws the same noise whatever the batch.
     """
 
     def __init__(
@@ -47,6 +53,7 @@ class FaceEnhancer:
         controlnet_scale: float = 1.0,
         seed: int = 42,
         encoder_vae: Autoencoder | None = None,
+        masked_latent: Literal["mode", "sample"] = "mode",
     ) -> None:
         if unet.config["in_channels"] != 9:
             raise ValueError(
@@ -68,6 +75,12 @@ class FaceEnhancer:
         self.size = size
         self.guidance_scale = guidance_scale
         self.controlnet_scale = controlnet_scale
+        if masked_latent not in ("mode", "sample"):
+            raise ValueError(
+                f"face.masked_latent must be 'mode' or 'sample', got {masked_latent!r}"
+            )
+        self.masked_latent = masked_latent
+        self.seed = seed
         latent_shape = (4, size // 8, size // 8)
         generator = torch.Generator().manual_seed(seed)
         # One noise for every frame (official): (4, S/8, S/8) float32 on the CPU.
@@ -80,6 +93,21 @@ class FaceEnhancer:
                 f"appearance must be {tuple(self.appearance.shape)}, got {tuple(appearance.shape)}"
             )
         self.appearance = appearance.float()
+
+    @torch.no_grad()
+    def masked_latents(self, masked: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) [0, 1] masked crops -> (N, 4, S/8, S/8) float32 scaled latents, by
+        ``encoder_vae`` (an AutoencoderTiny has no posterior to sample: its latents)."""
+        encoder = self.encoder_vae
+        if self.masked_latent == "mode" or isinstance(encoder, AutoencoderTiny):
+            return vae_encode(encoder, masked)
+        latents = []
+        for image in masked:
+            pixels = (image[None] * 2.0 - 1.0).to(encoder.device, encoder.dtype)
+            posterior = encoder.encode(pixels).latent_dist
+            generator = torch.Generator(encoder.device).manual_seed(self.seed)
+            latents.append(posterior.sample(generator=generator).float())
+        return torch.cat(latents) * encoder.config["scaling_factor"]
 
     def _check(self, name: str, tensor: torch.Tensor, channels: int, count: int) -> None:
         expected = (count, channels, self.size, self.size)
@@ -104,8 +132,7 @@ class FaceEnhancer:
         if count == 0:
             return crops.float().cpu()
         keep = (masks > 0.5).to(crops.dtype)
-        masked = crops.float().cpu() * keep.cpu()
-        masked_latents = vae_encode(self.encoder_vae, masked).to(self.device)
+        masked_latents = self.masked_latents(crops.float().cpu() * keep.cpu()).to(self.device)
         latent_size = self.size // 8
         mask_latent = F.interpolate(masks.float().cpu(), size=(latent_size, latent_size))
         mask_latent = mask_latent.to(self.device)

@@ -16,7 +16,7 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from model.attention import WindowContext, install_attention
 from model.face_sgdm import FaceEnhancer
 from model.guided import controlnet_unet_noise, precomputed_conditioning
-from model.sgdm import conditioning_embedding, vae_decode, vae_encode
+from model.sgdm import conditioning_embedding, vae_decode
 
 # Face UNet -> the denoiser whose window context its attention reads. One UNet serves every
 # denoiser over the same enhancer (the sessions of one identity share it), each with its
@@ -59,7 +59,7 @@ class FaceWindowDenoiser:
         enhancer = self.enhancer
         crops, mesh_crops, masks = images[:, :3], images[:, 3:6], images[:, 6:7]
         keep = (masks > 0.5).to(crops.dtype)
-        masked_latents = vae_encode(enhancer.encoder_vae, crops.float().cpu() * keep.cpu())
+        masked_latents = enhancer.masked_latents(crops.float().cpu() * keep.cpu())
         latent_size = (self.latent_height, self.latent_width)
         mask_latent = F.interpolate(masks.float().cpu(), size=latent_size)
         embedding = conditioning_embedding(

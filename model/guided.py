@@ -7,17 +7,27 @@ denoiser, whose graph returns both CFG halves, combines them with the same ``gui
 
 CFG follows diffusers' rule: guidance runs when the scale is above 1, on a batch that
 holds the conditional half first and the unconditional (null-token) half second.
+
+ControlNet residuals reach the UNet one of two ways (``model.controlnet_residuals``):
+"diffusers" adds them out of place to the skip features; "authors" also adds the last
+down residual to the mid block's input, as the authors' inflated UNet does by adding the
+residuals in place (its last skip feature is the mid block's input tensor). That is done
+with a forward pre-hook on the UNet's mid block, armed for one call, so the network stays
+diffusers' own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from typing import Any
 
 import torch
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from torch import nn
+
+from model.config import ControlNetResiduals
 
 WindowNoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -53,6 +63,61 @@ def precomputed_conditioning(controlnet: ControlNetModel) -> Iterator[None]:
         target.controlnet_cond_embedding = embedding_module
 
 
+class MidBlockResidual:
+    """A forward pre-hook on a UNet's mid block adding ``residual`` to its input while it
+    is set. Installed once per UNet and kept (a hook added and removed per call would make
+    a torch.compile'd UNet recompile on every call)."""
+
+    def __init__(self) -> None:
+        self.residual: torch.Tensor | None = None
+
+    def __call__(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        if self.residual is None:
+            return None
+        if args:
+            return (args[0] + self.residual, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": kwargs["hidden_states"] + self.residual}
+
+
+_HOOK_ATTRIBUTE = "_anchor_mid_block_residual"
+
+
+def install_mid_block_residual(unet: UNet2DConditionModel) -> MidBlockResidual:
+    """The UNet's (disarmed) ``MidBlockResidual`` hook, installed on first use.
+
+    Every body UNet gets it at construction, whatever its residual mode: torch.compile
+    shares captured graphs between instances of one class, so all of them must carry the
+    same hook for its guard (armed or not) to tell their graphs apart.
+    """
+    # A torch.compile'd UNet runs its original module: hook that one.
+    target = getattr(unet, "_orig_mod", unet)
+    if target.mid_block is None:
+        raise ValueError("model.controlnet_residuals = 'authors' needs a UNet with a mid block")
+    hook = target.mid_block.__dict__.get(_HOOK_ATTRIBUTE)
+    if hook is None:
+        hook = MidBlockResidual()
+        target.mid_block.register_forward_pre_hook(hook, with_kwargs=True)
+        target.mid_block.__dict__[_HOOK_ATTRIBUTE] = hook
+    return hook  # type: ignore[no-any-return]
+
+
+@contextmanager
+def mid_block_input_residual(unet: UNet2DConditionModel, residual: torch.Tensor) -> Iterator[None]:
+    """Within the block, the UNet's mid block receives ``input + residual``.
+
+    residual: broadcastable to the mid block's input (B, C, h/2^k, w/2^k). This is the
+    authors' in-place ControlNet addition seen from outside the UNet.
+    """
+    hook = install_mid_block_residual(unet)
+    hook.residual = residual
+    try:
+        yield
+    finally:
+        hook.residual = None
+
+
 def controlnet_unet_noise(
     unet: UNet2DConditionModel,
     controlnet: ControlNetModel,
@@ -65,6 +130,7 @@ def controlnet_unet_noise(
     guidance_scale: float = 1.0,
     *,
     precomputed: bool = False,
+    residuals: ControlNetResiduals = "diffusers",
 ) -> torch.Tensor:
     """ControlNet residuals (scaled by ``controlnet_scale``) fed to the UNet: its noise.
 
@@ -75,8 +141,13 @@ def controlnet_unet_noise(
     (``precomputed_conditioning``). controlnet_scale: a float, or a () tensor in a traced
     graph. Returns (B, 4, h, w) float32; with guidance (``uses_guidance``) the batch holds
     the cond half then the uncond half, and the result is ``guide`` of them,
-    (B/2, 4, h, w) float32. Gradients flow (the training loss runs it).
+    (B/2, 4, h, w) float32. Gradients flow (the training loss runs it). residuals:
+    "authors" also feeds the last down residual to the mid block (module docstring).
     """
+    if residuals not in ("authors", "diffusers"):
+        raise ValueError(
+            f"model.controlnet_residuals must be 'authors' or 'diffusers', got {residuals!r}"
+        )
     arguments = {
         "encoder_hidden_states": tokens,
         "controlnet_cond": controlnet_cond,
@@ -88,14 +159,16 @@ def controlnet_unet_noise(
             down, mid = controlnet(control_input, timesteps, **arguments)
     else:
         down, mid = controlnet(control_input, timesteps, **arguments)
-    noise = unet(
-        unet_input,
-        timesteps,
-        encoder_hidden_states=tokens,
-        down_block_additional_residuals=list(down),
-        mid_block_additional_residual=mid,
-        return_dict=False,
-    )[0].float()
+    in_place = mid_block_input_residual(unet, down[-1]) if residuals == "authors" else nullcontext()
+    with in_place:
+        noise = unet(
+            unet_input,
+            timesteps,
+            encoder_hidden_states=tokens,
+            down_block_additional_residuals=list(down),
+            mid_block_additional_residual=mid,
+            return_dict=False,
+        )[0].float()
     if uses_guidance(guidance_scale):
         cond, uncond = noise.chunk(2)
         noise = guide(cond, uncond, guidance_scale)

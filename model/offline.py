@@ -41,11 +41,24 @@ def window_batches(windows: list[tuple[int, int]], max_batch: int) -> list[list[
 
 
 def initial_latents(
-    denoiser: WindowDenoiser, length: int, sampler: SamplerConfig, seed: int
+    denoiser: WindowDenoiser,
+    length: int,
+    sampler: SamplerConfig,
+    seed: int,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
-    """(L, C, h, w) float32 initial noise from model/noise.frame_noise."""
+    """(L, C, h, w) float32 initial noise on the CPU from model/noise.frame_noise;
+    ``device``: where the model runs (``sampler.noise_device`` may draw there)."""
     shape = (denoiser.latent_channels, denoiser.latent_height, denoiser.latent_width)
-    return frame_noise(seed, range(length), shape, sampler.same_frame_noise)
+    noise = frame_noise(
+        seed,
+        range(length),
+        shape,
+        sampler.same_frame_noise,
+        device=device,
+        noise_device=sampler.noise_device,
+    )
+    return noise.cpu()
 
 
 @torch.no_grad()
@@ -59,7 +72,7 @@ def offline_sample(
 ) -> torch.Tensor:
     """Algorithm 1 over L frames: conditions (L, ...) -> final latents (L, C, h, w) float32."""
     length = conditions.shape[0]
-    latents = initial_latents(denoiser, length, sampler, seed)
+    latents = initial_latents(denoiser, length, sampler, seed, conditions.device)
     windows = official_windows(length, sampler.window_size, sampler.overlap)
     batches = window_batches(windows, sampler.max_batch)
     count = torch.zeros(length, 1, 1, 1)

@@ -3,9 +3,9 @@
 Written to one folder, next to a ``manifest.json`` (model/onnx_runtime.py reads it back):
 
 - ``denoiser.onnx``: ControlNet + UNet as one graph, unguided noise for a batch of
-  windows, with the configured window attention (all-frame grouping, sparse or per-frame)
-  and window GroupNorm traced in. Inputs ``latents`` (W, F, 4, h, w) float32,
-  ``timesteps`` (W,) int64, ``tokens`` (W, T, D) float32 (appearance or null tokens),
+  windows, with the configured window attention (all-frame grouping, sparse or per-frame),
+  window GroupNorm and ControlNet residual mode traced in. Inputs ``latents`` (W, F, 4, h,
+  w) float32, ``timesteps`` (W,) int64, ``tokens`` (W, T, D) float32 (appearance or null tokens),
   ``conditions`` (W, F, C0, h, w) float32 conditioning embedding (cached conditioning) or
   (W, F, 3, H, W) images, ``controlnet_scale`` () float32; output ``noise`` like
   ``latents``. W and F are dynamic axes: one graph serves every stream batch, both CFG
@@ -67,6 +67,7 @@ class WindowNoiseGraph(nn.Module):
         self.controlnet = denoiser.controlnet
         self.context = denoiser.context
         self.cache_conditioning = denoiser.cache_conditioning
+        self.controlnet_residuals = denoiser.controlnet_residuals
 
     def forward(
         self,
@@ -92,6 +93,7 @@ class WindowNoiseGraph(nn.Module):
                 cond,
                 controlnet_scale,
                 precomputed=self.cache_conditioning,
+                residuals=self.controlnet_residuals,
             )
         return noise.reshape(latents.shape)
 
@@ -285,6 +287,7 @@ def export_onnx(
         "dynamic_axes": ["windows", "frames"],
         "attention": denoiser.attention,
         "window_groupnorm": denoiser.window_groupnorm,
+        "controlnet_residuals": denoiser.controlnet_residuals,
         "cache_conditioning": denoiser.cache_conditioning,
         "dtype": "float32",
         "opset": OPSET,

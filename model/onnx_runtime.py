@@ -103,6 +103,14 @@ def check_manifest(manifest: dict[str, Any], model: ModelConfig, sampler: Sample
                 f"model.{field} is {current[field]!r} but the graphs in model.onnx_dir were "
                 f"exported with {exported_model.get(field)!r}: set it or re-export"
             )
+    # Graphs exported before the field existed ran diffusers' residuals.
+    exported_residuals = manifest.get("controlnet_residuals", "diffusers")
+    if exported_residuals != model.resolved_controlnet_residuals():
+        raise AnchorError(
+            f"model.controlnet_residuals resolves to {model.resolved_controlnet_residuals()!r} "
+            f"but the graphs in model.onnx_dir were exported with {exported_residuals!r}: set "
+            "it or re-export"
+        )
     if model.image_size is not None and manifest["image_size"] != model.image_size:
         raise AnchorError(
             f"model.image_size is {model.image_size} but the graphs in model.onnx_dir were "

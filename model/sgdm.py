@@ -9,23 +9,23 @@ batch, with the window attention of model/attention.py.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from diffusers.models.autoencoders.autoencoder_tiny import AutoencoderTiny
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
-from transformers import CLIPVisionModel
 
 from model.attention import WindowContext, install_attention, set_window_groupnorm
-from model.config import AttentionMode
-from model.guided import controlnet_unet_noise, guide, guided_branches, uses_guidance
+from model.config import AttentionMode, ControlNetResiduals
+from model.guided import (
+    controlnet_unet_noise,
+    guide,
+    guided_branches,
+    install_mid_block_residual,
+    uses_guidance,
+)
 from model.tiny_vae import Autoencoder
-
-# OpenAI CLIP preprocessing constants (CLIPImageProcessor defaults).
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @torch.no_grad()
@@ -37,29 +37,6 @@ def conditioning_embedding(controlnet: ControlNetModel, images: torch.Tensor) ->
     if controlnet.config["controlnet_conditioning_channel_order"] == "bgr":
         images = torch.flip(images, dims=[1])
     return controlnet.controlnet_cond_embedding(images)  # type: ignore[no-any-return]
-
-
-@torch.no_grad()
-def encode_appearance(clip: CLIPVisionModel, image: torch.Tensor) -> torch.Tensor:
-    """CLIP vision ``last_hidden_state`` of one reference image: (3, H, W) [0, 1] -> (T, D).
-
-    Preprocessing as CLIPImageProcessor: resize the short side to the model's image size
-    (bicubic), centre crop, normalise with CLIP's mean/std. ViT-B/32: T = 50, D = 768.
-    """
-    size = int(cast(int, clip.config.image_size))
-    height, width = image.shape[-2:]
-    scale = size / min(height, width)
-    resized_hw = (max(size, round(height * scale)), max(size, round(width * scale)))
-    pixels = F.interpolate(
-        image[None].float(), size=resized_hw, mode="bicubic", align_corners=False
-    )
-    top = (resized_hw[0] - size) // 2
-    left = (resized_hw[1] - size) // 2
-    pixels = pixels[:, :, top : top + size, left : left + size].clamp(0.0, 1.0)
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    pixels = ((pixels - mean) / std).to(clip.device, clip.dtype)
-    return clip(pixel_values=pixels).last_hidden_state[0].float().cpu()
 
 
 @torch.no_grad()
@@ -93,7 +70,8 @@ class SGDMDenoiser:
     unconditional embedding (SD1.5 empty prompt fitted to T, or zeros for tiny models);
     they are the ``encoder_hidden_states`` of both the UNet and the ControlNet.
     Classifier-free guidance runs when guidance_scale > 1 (diffusers' rule), else the
-    conditional prediction alone. Networks run in ``dtype`` on ``device``; inputs and
+    conditional prediction alone. controlnet_residuals: how the ControlNet's residuals
+    reach the UNet (model/guided.py). Networks run in ``dtype`` on ``device``; inputs and
     outputs of the public methods are float32. ``vae`` decodes (an AutoencoderTiny with
     ``model.tiny_vae_path``); ``encoder_vae`` encodes (default ``vae``).
     """
@@ -113,6 +91,7 @@ class SGDMDenoiser:
         window_groupnorm: bool = False,
         cache_conditioning: bool = True,
         encoder_vae: Autoencoder | None = None,
+        controlnet_residuals: ControlNetResiduals = "diffusers",
     ) -> None:
         if appearance.shape != null_embedding.shape or appearance.ndim != 2:
             raise ValueError(
@@ -134,6 +113,7 @@ class SGDMDenoiser:
         self.guidance_scale = guidance_scale
         self.controlnet_scale = controlnet_scale
         self.cache_conditioning = cache_conditioning
+        self.controlnet_residuals: ControlNetResiduals = controlnet_residuals
         self.image_height = self.image_width = image_size
         self.latent_channels = int(unet.config["out_channels"])
         self.latent_height = self.latent_width = image_size // 8
@@ -141,6 +121,8 @@ class SGDMDenoiser:
         self.attention: AttentionMode = attention
         self.window_groupnorm = window_groupnorm
         install_attention(unet, attention, self.context)
+        if unet.mid_block is not None:
+            install_mid_block_residual(unet)
         set_window_groupnorm(unet, window_groupnorm, self.context)
         set_window_groupnorm(controlnet, window_groupnorm, self.context)
 
@@ -210,6 +192,7 @@ class SGDMDenoiser:
                 cond,
                 self.controlnet_scale,
                 precomputed=self.cache_conditioning,
+                residuals=self.controlnet_residuals,
             )
         return noise.reshape(latents.shape)
 

@@ -15,13 +15,16 @@ from model.errors import AnchorError
 FRAME_NAME = re.compile(r"^\d{6}\.png$")
 
 
-def read_image(path: Path, size: int | None = None) -> torch.Tensor:
-    """An image file as (3, H, W) float32 RGB in [0, 1], resized (bicubic) to size x size."""
+def read_image(
+    path: Path, size: int | None = None, resample: Image.Resampling = Image.Resampling.BICUBIC
+) -> torch.Tensor:
+    """An image file as (3, H, W) float32 RGB in [0, 1], resized (PIL ``resample``) to
+    size x size."""
     try:
         with Image.open(path) as image:
             rgb = image.convert("RGB")
             if size is not None and rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+                rgb = rgb.resize((size, size), resample)
             array = np.asarray(rgb, dtype=np.uint8).copy()
     except FileNotFoundError as err:
         raise AnchorError(f"image not found: {path}") from err
@@ -40,8 +43,12 @@ def condition_frame_paths(folder: Path) -> list[Path]:
     return paths
 
 
-def read_condition_folder(folder: Path, size: int, frames: int | None = None) -> torch.Tensor:
-    """Condition images of a folder: (N, 3, size, size) float32 in [0, 1].
+def read_condition_folder(
+    folder: Path, size: int | None, frames: int | None = None
+) -> torch.Tensor:
+    """Condition images of a folder: (N, 3, size, size) float32 in [0, 1]; images of
+    another size are resized with LANCZOS, as the authors' pipeline does (size None: as
+    stored, all of one size).
 
     frames: take the first N images; more than the folder holds is an error.
     """
@@ -50,7 +57,7 @@ def read_condition_folder(folder: Path, size: int, frames: int | None = None) ->
         if frames < 1 or frames > len(paths):
             raise AnchorError(f"--frames {frames}: {folder} holds {len(paths)} condition images")
         paths = paths[:frames]
-    return torch.stack([read_image(path, size) for path in paths])
+    return torch.stack([read_image(path, size, Image.Resampling.LANCZOS) for path in paths])
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -59,11 +66,15 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return scaled.permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def write_png_folder(frames: torch.Tensor, folder: Path) -> None:
-    """Lossless ``%06d.png`` frames (from 000000) into folder, created when missing."""
+def write_png_folder(frames: torch.Tensor, folder: Path, names: list[str] | None = None) -> None:
+    """Lossless PNG frames into folder, created when missing: named ``names`` (one per
+    frame, e.g. the input frames' names), else ``%06d.png`` from 000000."""
+    if names is not None and len(names) != frames.shape[0]:
+        raise ValueError(f"{len(names)} frame names for {frames.shape[0]} frames")
     folder.mkdir(parents=True, exist_ok=True)
     for index, array in enumerate(to_uint8(frames)):
-        Image.fromarray(array).save(folder / f"{index:06d}.png")
+        name = f"{index:06d}.png" if names is None else names[index]
+        Image.fromarray(array).save(folder / name)
 
 
 def write_mp4(frames: torch.Tensor, path: Path, fps: float) -> None:
@@ -88,11 +99,14 @@ def write_mp4(frames: torch.Tensor, path: Path, fps: float) -> None:
             container.mux(packet)
 
 
-def write_frames(frames: torch.Tensor, out: Path, fps: float) -> None:
-    """``out`` ending in .mp4: a video; anything else: a folder of lossless PNG frames."""
+def write_frames(
+    frames: torch.Tensor, out: Path, fps: float, names: list[str] | None = None
+) -> None:
+    """``out`` ending in .mp4: a video; anything else: a folder of lossless PNG frames
+    (named ``names`` when given, see ``write_png_folder``)."""
     if out.suffix.lower() == ".mp4":
         write_mp4(frames, out, fps)
     elif out.suffix:
         raise AnchorError(f"--out {out}: expected an .mp4 file or a folder (no extension)")
     else:
-        write_png_folder(frames, out)
+        write_png_folder(frames, out, names)

@@ -25,7 +25,7 @@ from streaming.batching import SamplerStats
 from streaming.frames import CommittedFrame, ConditionFrame
 
 if TYPE_CHECKING:
-    from streaming.frames import FaceGeometry
+    from streaming.frames import FrameFace
 
 
 @dataclass(slots=True)
@@ -40,7 +40,7 @@ class PendingFrame:
 
     seq: int
     pts: float
-    face: FaceGeometry | None
+    face: FrameFace | None
     image: torch.Tensor | None
     condition: torch.Tensor | None = None
     latent: torch.Tensor | None = None
@@ -130,7 +130,12 @@ class ClipState:
                 self.frames[position].condition = features[row]
         device = self.condition(positions[0]).device
         noise = frame_noise(
-            self.config.seed, positions, self.latent_shape, self.config.same_frame_noise
+            self.config.seed,
+            positions,
+            self.latent_shape,
+            self.config.same_frame_noise,
+            device=device,
+            noise_device=self.config.noise_device,
         ).to(device)
         for row, position in enumerate(positions):
             self.frames[position].latent = noise[row]

@@ -6,8 +6,9 @@ frame through the sampler).
 
 ``FaceStage``: Face SGDM enhancement of decoded frames that carry face geometry:
 FFHQ-aligned crop of the generated frame, inpainting of the face region (Face SGDM,
-mask 1 = keep), inverse warp and feathered blend (``model.face_geometry``). Pixels where
-the warped blend mask is zero are returned bit for bit.
+mask 1 = keep), inverse warp and feathered blend (``model.face_geometry``; ``face.blend``
+"authors": their erosion and Gaussian blur in frame pixels). Pixels where the blend
+weight is zero are returned bit for bit.
 
 - default, per frame (the paper): ``FaceEnhancer.enhance`` on each batch of crops;
 - ``face_temporal``: the crops go through a ``WindowSampler`` over the face model (the
@@ -24,18 +25,44 @@ import torch
 from numpy.typing import NDArray
 
 from model.config import FaceConfig, SamplerConfig
+from model.face_detector import FaceDetector
 from model.face_geometry import (
     alignment_matrices,
+    authors_blend_weights,
     blend_masks,
     crop_faces,
     face_region_masks,
     ffhq_points,
     paste_back,
+    paste_back_weighted,
 )
+from model.face_parsing import FaceParser, load_bisenet
 from model.face_sgdm import FaceEnhancer
 from model.face_window import FaceWindowDenoiser
-from streaming.frames import CommittedFrame, ConditionFrame, FaceGeometry
+from streaming.frames import CommittedFrame, ConditionFrame, DeferredFace, FaceGeometry
 from streaming.sampler import WindowSampler
+
+# Five points (eyes, nose, mouth corners) span less of the face than the mesh's 51
+# landmarks (brows to lips): their hull is grown more to cover the same region.
+POINTS_REGION_GROW = 1.8
+
+
+def points_face_geometry(
+    render: torch.Tensor, points: NDArray[np.float32], size: int
+) -> FaceGeometry:
+    """FaceGeometry of a (3, H, W) [0, 1] render from its (5, 2) FFHQ points (pixels)."""
+    matrix = alignment_matrices(points[None].astype(np.float32), size)[0]
+    crop = crop_faces(render[None].float(), matrix[None], size)[0]
+    crop_points = points @ matrix[:, :2].T + matrix[:, 2]
+    region = face_region_masks(
+        crop_points[None].astype(np.float32), size, size, grow=POINTS_REGION_GROW
+    )[0]
+    return FaceGeometry(
+        matrix=matrix.astype(np.float32),
+        mesh_crop=crop,
+        keep_mask=1.0 - torch.from_numpy(region),
+        image_size=(int(render.shape[1]), int(render.shape[2])),
+    )
 
 
 def face_geometry(
@@ -117,6 +144,13 @@ class FaceStage:
         # blend_masks' default erosion (size/16, at least 2) is too thin below 48 px.
         erosion = max(3, self.size // 16)
         self.blend_mask = blend_masks(1, self.size, erosion=erosion, blur=max(1, erosion // 3))
+        self._detector: FaceDetector | None = None
+        # Frames whose face was found on the generated frame (``DeferredFace``).
+        self.fallback_found = 0
+        self.parser: FaceParser | None = None
+        if config.parsing_weights is not None:
+            network = load_bisenet(config.parsing_weights)
+            self.parser = FaceParser(network.to(enhancer.device, enhancer.dtype))
         self._sampler: WindowSampler | None = None
         self._window_denoiser: FaceWindowDenoiser | None = None
         # Temporal mode: decoded frames waiting for their face, in order, and the seqs of
@@ -141,6 +175,7 @@ class FaceStage:
     def enhance(self, frames: list[CommittedFrame]) -> list[CommittedFrame]:
         """Decoded frames in ((3, H, W) float32 [0, 1] ``image``), enhanced frames out,
         same order."""
+        self._resolve_deferred(frames)
         if self._sampler is None:
             return self._per_frame(frames)
         return self._temporal(frames, flush=False)
@@ -164,12 +199,49 @@ class FaceStage:
         matrices = np.stack([matrix_for(_geometry(frame), height, width) for frame in frames])
         return crop_faces(images.float(), matrices, self.size), matrices
 
+    def _resolve_deferred(self, frames: list[CommittedFrame]) -> None:
+        """Detect the face of ``DeferredFace`` frames on their generated image: its
+        geometry, or None (the frame passes unenhanced)."""
+        deferred = [frame for frame in frames if isinstance(frame.face, DeferredFace)]
+        if not deferred:
+            return
+        if self._detector is None:
+            self._detector = FaceDetector(
+                self.config.detector_weights, self.config.detector_thresholds
+            )
+        points, _ = self._detector.detect(torch.stack([_image(frame) for frame in deferred]))
+        for frame, found in zip(deferred, points, strict=True):
+            assert isinstance(frame.face, DeferredFace)
+            render = frame.face.render
+            frame.face = None
+            if np.isfinite(found).all():
+                height, width = _image(frame).shape[-2:]
+                scale = np.array(
+                    [render.shape[2] / width, render.shape[1] / height], dtype=np.float32
+                )
+                # Pixel centres kept when the render and the frame differ in size.
+                at_render = (found + 0.5) * scale - 0.5
+                frame.face = points_face_geometry(render, at_render, self.size)
+                self.fallback_found += 1
+
+    def _keep_masks(self, frames: list[CommittedFrame], crops: torch.Tensor) -> torch.Tensor:
+        """(N, 1, S, S) inpainting masks (1 = keep): parsed from the generated crops with
+        ``face.parsing_weights``, else the geometry's landmark hull."""
+        if self.parser is not None:
+            return self.parser.keep_masks(crops)
+        return torch.stack([_geometry(frame).keep_mask for frame in frames])
+
     def _blend(
         self, frames: list[CommittedFrame], crops: torch.Tensor, matrices: NDArray[np.float32]
     ) -> None:
         images = torch.stack([_image(frame) for frame in frames]).float()
-        masks = self.blend_mask.expand(len(frames), -1, -1, -1)
-        blended = paste_back(images, crops.float().cpu(), matrices, masks)
+        if self.config.blend == "authors":
+            height, width = images.shape[-2:]
+            weights = authors_blend_weights(matrices, self.size, height, width)
+            blended = paste_back_weighted(images, crops.float().cpu(), matrices, weights)
+        else:
+            masks = self.blend_mask.expand(len(frames), -1, -1, -1)
+            blended = paste_back(images, crops.float().cpu(), matrices, masks)
         for frame, image in zip(frames, blended, strict=True):
             frame.image = image
 
@@ -180,7 +252,7 @@ class FaceStage:
             enhanced = self.enhancer.enhance(
                 crops,
                 torch.stack([_geometry(frame).mesh_crop for frame in with_face]),
-                torch.stack([_geometry(frame).keep_mask for frame in with_face]),
+                self._keep_masks(with_face, crops),
             )
             self._blend(with_face, enhanced, matrices)
         return frames
@@ -196,7 +268,7 @@ class FaceStage:
                 [
                     crops,
                     torch.stack([_geometry(frame).mesh_crop for frame in with_face]),
-                    torch.stack([_geometry(frame).keep_mask for frame in with_face]),
+                    self._keep_masks(with_face, crops),
                 ],
                 dim=1,
             )
@@ -242,6 +314,6 @@ def _image(frame: CommittedFrame) -> torch.Tensor:
 
 
 def _geometry(frame: CommittedFrame) -> FaceGeometry:
-    if frame.face is None:
+    if not isinstance(frame.face, FaceGeometry):
         raise ValueError(f"frame seq {frame.seq} has no face geometry")
     return frame.face

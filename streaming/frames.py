@@ -36,6 +36,22 @@ class FaceGeometry:
 
 
 @dataclass(slots=True)
+class DeferredFace:
+    """A frame whose condition image gave no face (no mesh, detector missed): the face
+    stage looks for it on the generated frame, as the authors' face stage does.
+
+    render: (3, H, W) float32 [0, 1] the condition image, whose aligned crop guides the
+    face model once the face is found.
+    """
+
+    render: torch.Tensor
+
+
+# What a frame carries to the face stage: its geometry, or a face still to be found.
+FrameFace = FaceGeometry | DeferredFace
+
+
+@dataclass(slots=True)
 class ConditionFrame:
     """One frame of structure guidance entering the sampler.
 
@@ -44,8 +60,9 @@ class ConditionFrame:
     ``condition[None]``, without the batch dim) when the caller already has it; the
     sampler then skips encoding this frame.
     face: the frame's face geometry (an aligned-crop transform and mask from the motion
-    layer's face geometry), or None when the frame has no usable face; the sampler does
-    not read it, it travels with the frame to the face stage.
+    layer's face geometry), a ``DeferredFace`` (no geometry from the condition: the face
+    stage detects it on the generated frame), or None when the frame has no usable face;
+    the sampler does not read it, it travels with the frame to the face stage.
     epoch: the sender's clip count when it sent the frame, bumped where it resets or
     ends a clip, as ``WindowSampler.epoch`` is at ``reset`` and ``flush``; a frame whose
     epoch is below the sampler's was sent before a reset and is dropped by the thread
@@ -56,7 +73,7 @@ class ConditionFrame:
     seq: int
     pts: float
     condition: torch.Tensor
-    face: FaceGeometry | None = None
+    face: FrameFace | None = None
     epoch: int = 0
     features: torch.Tensor | None = None
 
@@ -79,4 +96,4 @@ class CommittedFrame:
     position: int
     latent: torch.Tensor
     image: torch.Tensor | None = None
-    face: FaceGeometry | None = None
+    face: FrameFace | None = None

@@ -24,6 +24,27 @@ def test_quality_is_the_paper() -> None:
     assert config.model.attention == "all-frame" and config.sampler.mode == "exact"
     assert config.face.enabled and config.face.steps == 20 and config.face.guidance_scale == 3.5
     assert config.server.max_lag_s is None
+    assert config.sampler.same_frame_noise and config.sampler.noise_device == "authors"
+    # The demo bundle keeps how it was trained: per-frame GroupNorm, diffusers' residuals.
+    assert config.model.preset == "bundle" and not config.model.window_groupnorm
+    assert config.model.resolved_controlnet_residuals() == "diffusers"
+    assert config.face.masked_latent == "mode" and config.face.blend == "feathered"
+
+
+@pytest.mark.parametrize("preset", ["sd15", "tiny"])
+def test_quality_runs_other_weights_as_the_authors_did(preset: str) -> None:
+    config = load_config(None, [f"model.preset={preset}"], environ={}, preset="quality")
+    assert config.model.window_groupnorm and config.model.controlnet_residuals == "authors"
+    assert config.face.masked_latent == "sample" and config.face.blend == "authors"
+    assert config.sampler.controlnet_scale == 2.0 and config.sampler.noise_device == "authors"
+    # Any single field still overrides the preset.
+    overridden = load_config(
+        None,
+        [f"model.preset={preset}", "model.controlnet_residuals=diffusers"],
+        environ={},
+        preset="quality",
+    )
+    assert overridden.model.controlnet_residuals == "diffusers"
 
 
 @pytest.mark.parametrize(

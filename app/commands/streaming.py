@@ -28,9 +28,10 @@ def register(commands: Any) -> None:
         description=(
             "Generate frames from a motion file (TalkSHOW .npy, EMAGE .npz, SHOW .pkl or the "
             "project's .npz: rendered as mesh conditions, with face enhancement) or a folder of "
-            "condition images (mesh renders named %%06d.png, resized to the model resolution; "
-            "no face geometry, so no face enhancement). OUT ending in .mp4 is an H.264 video "
-            "at render.fps; otherwise a folder of lossless %%06d.png frames."
+            "condition images (mesh renders named %%06d.png, resized to the model resolution "
+            "with LANCZOS; face geometry from a face detector run on them). OUT ending in .mp4 "
+            "is an H.264 video at render.fps; otherwise a folder of lossless PNG frames (named as "
+            "the input frames when the input is a folder, else %%06d.png)."
         ),
     )
     generate.add_argument("input", type=Path, help="motion file or folder of %%06d.png")
@@ -53,7 +54,7 @@ def generate_command(args: argparse.Namespace, config: AppConfig) -> int:
 
     from model.components import build_components
     from model.motion.conditions import render_motion_conditions
-    from model.video_io import read_condition_folder, write_frames
+    from model.video_io import condition_frame_paths, read_condition_folder, write_frames
     from streaming.frames import ConditionFrame
     from streaming.generate import generate_streaming
     from streaming.stages import condition_frames
@@ -75,9 +76,6 @@ def generate_command(args: argparse.Namespace, config: AppConfig) -> int:
         model = model.model_copy(update={"reference_image": args.reference})
     from_motion = args.input.is_file()
     face = config.face
-    if not from_motion and face.enabled:
-        log.info("condition folders carry no face geometry: face enhancement is off")
-        face = face.model_copy(update={"enabled": False})
     if model.threads is not None:
         torch.set_num_threads(model.threads)
     components = build_components(model, sampler, face)
@@ -92,17 +90,29 @@ def generate_command(args: argparse.Namespace, config: AppConfig) -> int:
         )
         face_size = face.size if face.enabled and components.face is not None else None
         conditions = condition_frames(windows, components.image_size, face_size, fps)
+        names = None
     else:
         images = read_condition_folder(args.input, components.image_size, args.frames)
+        # PNG output keeps the input's frame names (the authors' %06d.png numbering).
+        names = [path.name for path in condition_frame_paths(args.input)[: len(images)]]
+        geometries: list[Any] = [None] * len(images)
+        if face.enabled and components.face is not None:
+            # No mesh: the face geometry comes from a face detector run on the renders.
+            from streaming.face_tracking import detected_face_geometries
+
+            # Detected at the stored resolution (a face is too small to find at a small
+            # model size); the geometry maps to the model's frames by scaling.
+            stored = read_condition_folder(args.input, None, args.frames)
+            geometries, _ = detected_face_geometries(stored, face)
         conditions = [
-            ConditionFrame(seq=index, pts=index / fps, condition=image)
-            for index, image in enumerate(images)
+            ConditionFrame(seq=index, pts=index / fps, condition=image, face=geometry)
+            for index, (image, geometry) in enumerate(zip(images, geometries, strict=True))
         ]
     if not conditions:
         raise AnchorError(f"{args.input}: no frames to generate")
     log.info("generating %d frames from %s (%s)", len(conditions), args.input, sampler.mode)
     committed = generate_streaming(conditions, components, sampler, face)
     frames = torch.stack([frame.image for frame in committed if frame.image is not None])
-    write_frames(frames, args.out, fps)
+    write_frames(frames, args.out, fps, names if names and len(names) == len(frames) else None)
     print(f"wrote {frames.shape[0]} frames to {args.out}")
     return 0

@@ -5,8 +5,6 @@ Tensors arrive on the accelerator's device; frozen networks run without gradient
 
 from __future__ import annotations
 
-from typing import cast
-
 import torch
 import torch.nn.functional as F
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
@@ -15,27 +13,8 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from transformers import CLIPVisionModel
 
+from model.appearance import clip_tokens
 from model.guided import controlnet_unet_noise
-from model.sgdm import CLIP_MEAN, CLIP_STD
-
-
-@torch.no_grad()
-def clip_tokens(clip: CLIPVisionModel, images: torch.Tensor) -> torch.Tensor:
-    """Batched ``encode_appearance``: (N, 3, H, W) [0, 1] -> (N, T, D) float32 tokens.
-
-    Same preprocessing (short side to the CLIP size, bicubic, centre crop, CLIP mean/std).
-    """
-    size = int(cast(int, clip.config.image_size))
-    height, width = images.shape[-2:]
-    scale = size / min(height, width)
-    resized = (max(size, round(height * scale)), max(size, round(width * scale)))
-    pixels = F.interpolate(images.float(), size=resized, mode="bicubic", align_corners=False)
-    top, left = (resized[0] - size) // 2, (resized[1] - size) // 2
-    pixels = pixels[:, :, top : top + size, left : left + size].clamp(0.0, 1.0)
-    mean = torch.tensor(CLIP_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=images.device).view(1, 3, 1, 1)
-    pixels = ((pixels - mean) / std).to(clip.dtype)
-    return clip(pixel_values=pixels).last_hidden_state.float()
 
 
 @torch.no_grad()

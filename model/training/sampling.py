@@ -6,11 +6,11 @@ import torch
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
+from model.appearance import clip_tokens
 from model.guided import controlnet_unet_noise, uses_guidance
 from model.noise import frame_noise
 from model.scheduling import DDIMFrameScheduler
 from model.sgdm import vae_decode
-from model.training.losses import clip_tokens
 from model.training.networks import FrozenNetworks
 
 

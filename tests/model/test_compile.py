@@ -26,11 +26,14 @@ def clip(count: int) -> list[ConditionFrame]:
 
 
 @pytest.mark.slow
-def test_compiled_networks_give_the_same_frames() -> None:
+@pytest.mark.parametrize("residuals", ["diffusers", "authors"])
+def test_compiled_networks_give_the_same_frames(residuals: str) -> None:
+    """Also with the authors' residuals, whose mid-block hook the graph capture sees."""
     sampler = SamplerConfig(steps=1, window_size=4, overlap=1, mode="low", guidance_scale=2.0)
     face = FaceConfig(enabled=False)
-    plain = build_components(ModelConfig(preset="tiny", device="cpu"), sampler, face)
-    compiled_model = ModelConfig(preset="tiny", device="cpu", compile="on", compile_backend="eager")
+    model = ModelConfig(preset="tiny", device="cpu", controlnet_residuals=residuals)
+    plain = build_components(model, sampler, face)
+    compiled_model = model.model_copy(update={"compile": "on", "compile_backend": "eager"})
     compiled = build_components(compiled_model, sampler, face)
     assert isinstance(compiled.denoiser, SGDMDenoiser)
     assert isinstance(compiled.denoiser.unet, torch._dynamo.eval_frame.OptimizedModule)

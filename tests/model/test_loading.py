@@ -17,6 +17,7 @@ from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.errors import AnchorError, WeightsError
 from model.loading import load_clip_vision, load_unet
 from model.presets import SD15_SCHEDULER_CONFIG
+from model.sgdm import SGDMDenoiser
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -86,7 +87,10 @@ def test_sd15_preset_loads_the_same_networks(sd15_folders: dict[str, Path]) -> N
     sampler = SamplerConfig(steps=2, guidance_scale=1.0)
     face = FaceConfig(size=64, steps=2)
     loaded = build_components(_sd15(sd15_folders), sampler, face)
-    tiny = tiny_components(steps=2, guidance_scale=1.0)
+    # The authors' checkpoints run with the authors' in-place ControlNet residuals.
+    tiny = tiny_components(steps=2, guidance_scale=1.0, controlnet_residuals="authors")
+    assert isinstance(loaded.denoiser, SGDMDenoiser)
+    assert loaded.denoiser.controlnet_residuals == "authors"
     assert loaded.face is not None
     assert torch.equal(loaded.appearance, tiny.appearance)
     assert loaded.denoiser.null_embedding.shape == (17, 32)  # 77 text positions fitted to 17

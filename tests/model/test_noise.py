@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from model.noise import frame_noise
@@ -27,3 +28,19 @@ def test_same_frame_noise_repeats_one_gaussian() -> None:
     expected = torch.randn(SHAPE, generator=torch.Generator().manual_seed(42))
     assert torch.equal(noise[0], expected)
     assert abs(float(noise.std()) - 1.0) < 0.25
+
+
+def test_authors_noise_on_the_cpu_is_the_cpu_noise() -> None:
+    """Off CUDA, "authors" draws what the authors' pipeline draws on the CPU: float32 from a
+    CPU generator seeded with the seed, i.e. exactly "cpu"."""
+    cpu = torch.device("cpu")
+    for same in (True, False):
+        expected = frame_noise(42, range(4), SHAPE, same)
+        drawn = frame_noise(42, range(4), SHAPE, same, device=cpu, noise_device="authors")
+        assert drawn.dtype == torch.float32 and drawn.device == cpu
+        assert torch.equal(drawn, expected)
+
+
+def test_unknown_noise_device_is_named() -> None:
+    with pytest.raises(ValueError, match=r"sampler\.noise_device"):
+        frame_noise(42, range(2), SHAPE, True, noise_device="gpu")  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from app.cli import main
+from model.video_io import read_condition_folder, to_uint8
 
 # The tiny random networks: these tests check the command, not a model's output.
 TINY = ["--set", "model.preset=tiny"]
@@ -56,14 +57,23 @@ def test_generate_writes_lossless_png_frames(condition_folder: Path, tmp_path: P
     ]
     assert main(args) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["000000.png", "000001.png", "000002.png", "000003.png"]
-    assert np.asarray(Image.open(out / "000000.png")).shape == (64, 64, 3)
+    # The input's frame names (numbered from 000001 there) are kept.
+    assert names == ["000001.png", "000002.png", "000003.png", "000004.png"]
+    assert np.asarray(Image.open(out / "000001.png")).shape == (64, 64, 3)
     again = tmp_path / "again"
     assert main([*args[:5], str(again), *args[6:]]) == 0
     for name in names:  # same seed, same frames
         assert np.array_equal(
             np.asarray(Image.open(out / name)), np.asarray(Image.open(again / name))
         )
+
+
+def test_condition_images_are_resized_with_lanczos(condition_folder: Path) -> None:
+    images = read_condition_folder(condition_folder, 64, frames=2)
+    source = Image.open(condition_folder / "000002.png").convert("RGB")
+    expected = np.asarray(source.resize((64, 64), Image.Resampling.LANCZOS))
+    assert images.shape == (2, 3, 64, 64)
+    assert np.array_equal(to_uint8(images)[1], expected)
 
 
 def test_generate_errors_name_the_problem(
@@ -94,8 +104,8 @@ def test_generate_reference_image_sets_the_appearance(
     base = [*TINY, "generate", str(condition_folder), "--steps", "1", "--frames", "2"]
     assert main([*base, "--out", str(tmp_path / "default")]) == 0
     assert main([*base, "--out", str(tmp_path / "red"), "--reference", str(reference)]) == 0
-    default = np.asarray(Image.open(tmp_path / "default" / "000000.png"), dtype=np.int16)
-    red = np.asarray(Image.open(tmp_path / "red" / "000000.png"), dtype=np.int16)
+    default = np.asarray(Image.open(tmp_path / "default" / "000001.png"), dtype=np.int16)
+    red = np.asarray(Image.open(tmp_path / "red" / "000001.png"), dtype=np.int16)
     assert np.abs(default - red).max() > 0
 
 

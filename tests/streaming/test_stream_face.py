@@ -12,7 +12,7 @@ from model.components import build_components
 from model.config import FaceConfig, ModelConfig, SamplerConfig
 from model.face_geometry import alignment_matrices, ffhq_template, uncrop
 from model.placement import Components
-from streaming.face_stage import FaceStage, face_geometry
+from streaming.face_stage import FaceGeometry, FaceStage, face_geometry
 from streaming.frames import CommittedFrame
 from streaming.stages import decode_frames
 
@@ -52,7 +52,7 @@ def face_frames(count: int, with_face: list[bool] | None = None) -> list[Committ
 
 def outside_blend(stage: FaceStage, frame: CommittedFrame) -> torch.Tensor:
     """(H, W) bool: pixels where the stage's warped blend mask is exactly zero."""
-    assert frame.face is not None
+    assert isinstance(frame.face, FaceGeometry)
     weight = uncrop(stage.blend_mask, frame.face.matrix[None], IMAGE, IMAGE)[0, 0]
     return weight <= 0
 
