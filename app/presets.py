@@ -12,7 +12,8 @@ printed by ``anchor bench presets`` and listed in the README.
   authors' weights (any model but a project bundle) it also runs their network as they
   did: GroupNorm statistics over the window (``model.window_groupnorm``) and the in-place
   ControlNet residuals (``model.controlnet_residuals = "authors"``), and their face stage's
-  sampled masked-image latent and blend (``face.masked_latent``, ``face.blend``). A bundle
+  sampled masked-image latent, blend and crops aligned at 512 (``face.masked_latent``,
+  ``face.blend``, ``face.align_size``). A bundle
   (``model.preset = "bundle"``, the embedded demo included) keeps the per-frame GroupNorm,
   diffusers' residuals and the face stage it was trained and measured with.
 - ``live``: real time first. 4 steps, CFG off, ws/os 8/2, low-latency streaming,
@@ -42,7 +43,7 @@ def preset_fields(name: str, tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
         # No model.preset in any source means the embedded demo bundle.
         bundle = tree.get("model", {}).get("preset", "bundle") == "bundle"
         network = {} if bundle else {"window_groupnorm": True, "controlnet_residuals": "authors"}
-        face = {} if bundle else {"masked_latent": "sample", "blend": "authors"}
+        face = {} if bundle else {"masked_latent": "sample", "blend": "authors", "align_size": 512}
         return {
             "sampler": {"steps": 20, "guidance_scale": 7.5, "controlnet_scale": 2.0,
                         "window_size": 16, "overlap": 4, "mode": "exact",

@@ -139,6 +139,9 @@ class FaceConfig(Section):
 
     enabled: bool = True
     size: int = Field(256, ge=32)
+    # Side of the FFHQ alignment the face crop is taken at, then resized to ``size`` (the
+    # authors: 512); the paste-back warps with that same alignment. None = ``size``.
+    align_size: int | None = Field(None, ge=32)
     scheduler: SchedulerKind = "ddim"
     steps: int = Field(20, ge=1, le=1000)
     guidance_scale: float = Field(3.5, ge=0.0)

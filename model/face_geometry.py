@@ -12,6 +12,13 @@ the face stage::
 
 Images are ``(N, 3, H, W)`` float32 torch tensors; pixels where the warped blend
 mask is zero are returned unchanged (bit for bit).
+
+``align_size`` (``face.align_size``): the authors align the face at 512 with the FFHQ
+template, then resize the crop to the face size. Given, the matrices still map image
+pixels to ``size`` crop pixels (the alignment at ``align_size`` composed with the resize,
+pixel centres kept), crops are sampled at ``align_size`` and area-resized to ``size``,
+and the paste-back upsamples the crop to ``align_size`` and warps it back with that
+same alignment. None (or ``size``) aligns directly at ``size``.
 """
 
 from __future__ import annotations
@@ -84,10 +91,41 @@ def similarity_transform(
     return np.concatenate([scale * rotation, translation[:, None]], axis=1).astype(np.float32)
 
 
-def alignment_matrices(points: NDArray[np.float32], size: int = 256) -> NDArray[np.float32]:
-    """``(N, 5, 2)`` image points -> ``(N, 2, 3)`` matrices mapping image pixels to crop pixels."""
-    template = ffhq_template(size)
-    return np.stack([similarity_transform(frame_points, template) for frame_points in points])
+def _resize_matrix(source: int, target: int) -> NDArray[np.float64]:
+    """(3, 3) map from ``source``-pixel crop coordinates to ``target``-pixel ones, pixel
+    centres kept: p -> (p + 0.5) * target / source - 0.5."""
+    scale = target / source
+    return np.array(
+        [[scale, 0.0, 0.5 * scale - 0.5], [0.0, scale, 0.5 * scale - 0.5], [0.0, 0.0, 1.0]]
+    )
+
+
+def _aligned(align_size: int | None, size: int) -> bool:
+    return align_size is not None and align_size != size
+
+
+def alignment_matrices(
+    points: NDArray[np.float32], size: int = 256, align_size: int | None = None
+) -> NDArray[np.float32]:
+    """``(N, 5, 2)`` image points -> ``(N, 2, 3)`` matrices mapping image pixels to
+    ``size`` crop pixels; with ``align_size``, the alignment to the template at that size
+    followed by the resize to ``size``."""
+    template = ffhq_template(size if align_size is None else align_size)
+    matrices = np.stack([similarity_transform(points_, template) for points_ in points])
+    if not _aligned(align_size, size):
+        return matrices
+    assert align_size is not None
+    return rescale_matrices(matrices, align_size, size)
+
+
+def rescale_matrices(
+    matrices: NDArray[np.float32], source: int, target: int
+) -> NDArray[np.float32]:
+    """``(N, 2, 3)`` image -> ``source``-crop matrices as image -> ``target``-crop ones."""
+    full = np.zeros((len(matrices), 3, 3), dtype=np.float64)
+    full[:, :2] = matrices
+    full[:, 2, 2] = 1.0
+    return (_resize_matrix(source, target) @ full)[:, :2].astype(np.float32)
 
 
 def invert_affine(matrices: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -122,17 +160,40 @@ def _sample(
 
 
 def crop_faces(
-    images: torch.Tensor, matrices: NDArray[np.float32], size: int = 256
+    images: torch.Tensor,
+    matrices: NDArray[np.float32],
+    size: int = 256,
+    align_size: int | None = None,
 ) -> torch.Tensor:
-    """``(N, C, H, W)`` images -> ``(N, C, size, size)`` FFHQ-aligned crops."""
-    return _sample(images, invert_affine(matrices), size, size)
+    """``(N, C, H, W)`` images -> ``(N, C, size, size)`` FFHQ-aligned crops; with
+    ``align_size``, sampled at that size and area-resized to ``size`` (a 2x2 mean from 512
+    to 256, as OpenCV's resize gives)."""
+    if not _aligned(align_size, size):
+        return _sample(images, invert_affine(matrices), size, size)
+    assert align_size is not None
+    large = rescale_matrices(matrices, size, align_size)
+    crops = _sample(images, invert_affine(large), align_size, align_size)
+    return F.interpolate(crops, size=(size, size), mode="area")
 
 
 def uncrop(
-    crops: torch.Tensor, matrices: NDArray[np.float32], height: int, width: int
+    crops: torch.Tensor,
+    matrices: NDArray[np.float32],
+    height: int,
+    width: int,
+    align_size: int | None = None,
 ) -> torch.Tensor:
-    """Inverse warp of ``(N, C, S, S)`` crops back into ``(N, C, height, width)`` images."""
-    return _sample(crops, matrices, height, width)
+    """Inverse warp of ``(N, C, S, S)`` crops back into ``(N, C, height, width)`` images;
+    with ``align_size``, the crops are first upsampled (bilinear) to that size and warped
+    with the alignment at that size."""
+    size = crops.shape[-1]
+    if not _aligned(align_size, size):
+        return _sample(crops, matrices, height, width)
+    assert align_size is not None
+    large = F.interpolate(
+        crops, size=(align_size, align_size), mode="bilinear", align_corners=False
+    )
+    return _sample(large, rescale_matrices(matrices, size, align_size), height, width)
 
 
 def blend_masks(
@@ -162,6 +223,7 @@ def paste_back(
     crops: torch.Tensor,
     matrices: NDArray[np.float32],
     masks: torch.Tensor,
+    align_size: int | None = None,
 ) -> torch.Tensor:
     """Blends enhanced ``(N, C, S, S)`` crops into ``(N, C, H, W)`` frames with ``masks``.
 
@@ -169,8 +231,8 @@ def paste_back(
     wherever ``m`` is 0 the frame's pixel is returned exactly.
     """
     height, width = frames.shape[-2:]
-    warped = uncrop(crops, matrices, height, width)
-    weight = uncrop(masks, matrices, height, width).clamp_(0.0, 1.0)
+    warped = uncrop(crops, matrices, height, width, align_size)
+    weight = uncrop(masks, matrices, height, width, align_size).clamp_(0.0, 1.0)
     blended = frames * (1.0 - weight) + warped * weight
     return torch.where(weight > 0, blended, frames)
 
@@ -190,7 +252,7 @@ def _gaussian_kernel(size: int) -> torch.Tensor:
 
 
 def authors_blend_weights(
-    matrices: NDArray[np.float32], size: int, height: int, width: int
+    matrices: NDArray[np.float32], size: int, height: int, width: int, align_size: int | None = None
 ) -> torch.Tensor:
     """``(N, 1, height, width)`` blend weights of the authors' paste-back: the warped
     ``size``-pixel crop square, eroded (OpenCV ``erode``: a k x k minimum anchored at
@@ -200,7 +262,7 @@ def authors_blend_weights(
     erosion = max(1, round(AUTHORS_EROSION * scale))
     blur = max(1, round(AUTHORS_BLUR * scale)) | 1
     ones = torch.ones(len(matrices), 1, size, size)
-    warped = uncrop(ones, matrices, height, width).clamp(0.0, 1.0)
+    warped = uncrop(ones, matrices, height, width, align_size).clamp(0.0, 1.0)
     before, after = erosion // 2, erosion - 1 - erosion // 2
     padded = F.pad(warped, (before, after, before, after), value=1.0)
     eroded = -F.max_pool2d(-padded, kernel_size=erosion, stride=1)
@@ -219,11 +281,12 @@ def paste_back_weighted(
     crops: torch.Tensor,
     matrices: NDArray[np.float32],
     weights: torch.Tensor,
+    align_size: int | None = None,
 ) -> torch.Tensor:
     """``paste_back`` with blend weights already in frame space ``(N, 1, H, W)``
     (``authors_blend_weights``); where a weight is 0 the frame's pixel is returned exactly."""
     height, width = frames.shape[-2:]
-    warped = uncrop(crops, matrices, height, width)
+    warped = uncrop(crops, matrices, height, width, align_size)
     blended = frames * (1.0 - weights) + warped * weights
     return torch.where(weights > 0, blended, frames)
 

@@ -48,11 +48,12 @@ POINTS_REGION_GROW = 1.8
 
 
 def points_face_geometry(
-    render: torch.Tensor, points: NDArray[np.float32], size: int
+    render: torch.Tensor, points: NDArray[np.float32], size: int, align_size: int | None = None
 ) -> FaceGeometry:
-    """FaceGeometry of a (3, H, W) [0, 1] render from its (5, 2) FFHQ points (pixels)."""
-    matrix = alignment_matrices(points[None].astype(np.float32), size)[0]
-    crop = crop_faces(render[None].float(), matrix[None], size)[0]
+    """FaceGeometry of a (3, H, W) [0, 1] render from its (5, 2) FFHQ points (pixels);
+    ``align_size``: ``face.align_size`` (``model.face_geometry``)."""
+    matrix = alignment_matrices(points[None].astype(np.float32), size, align_size)[0]
+    crop = crop_faces(render[None].float(), matrix[None], size, align_size)[0]
     crop_points = points @ matrix[:, :2].T + matrix[:, 2]
     region = face_region_masks(
         crop_points[None].astype(np.float32), size, size, grow=POINTS_REGION_GROW
@@ -70,10 +71,11 @@ def face_geometry(
     matrix: NDArray[np.float32],
     landmarks: NDArray[np.float32],
     size: int,
+    align_size: int | None = None,
 ) -> FaceGeometry:
     """Geometry of one frame from its mesh render (3, H, W) [0, 1], its (2, 3) alignment
-    matrix and its (P, 2) projected face landmarks (image pixels)."""
-    crop = crop_faces(condition[None].float(), matrix[None], size)[0]
+    matrix (image -> ``size`` crop) and its (P, 2) projected face landmarks (image pixels)."""
+    crop = crop_faces(condition[None].float(), matrix[None], size, align_size)[0]
     crop_points = landmarks @ matrix[:, :2].T + matrix[:, 2]
     region = face_region_masks(crop_points[None].astype(np.float32), size, size)[0]
     return FaceGeometry(
@@ -89,6 +91,7 @@ def frame_face_geometry(
     landmarks: NDArray[np.float32],
     size: int,
     matrix: NDArray[np.float32] | None = None,
+    align_size: int | None = None,
 ) -> FaceGeometry | None:
     """Face geometry of one rendered frame.
 
@@ -96,14 +99,15 @@ def frame_face_geometry(
     landmarks in its pixels; size: the face crop side (``face.size``); matrix: its (2, 3)
     alignment when the renderer already computed it (``ConditionWindow.face_matrices``),
     else None: it is aligned here from the landmarks, and the frame has no geometry (None;
-    it passes the face stage as is) when they are not finite.
+    it passes the face stage as is) when they are not finite; align_size:
+    ``face.align_size`` (the matrix, when given, must come from the same alignment).
     """
     if matrix is None:
         if not np.isfinite(landmarks).all():
             return None
         points = ffhq_points(landmarks[None].astype(np.float32))
-        matrix = alignment_matrices(points, size)[0]
-    return face_geometry(render, matrix, landmarks.astype(np.float32), size)
+        matrix = alignment_matrices(points, size, align_size)[0]
+    return face_geometry(render, matrix, landmarks.astype(np.float32), size, align_size)
 
 
 def matrix_for(geometry: FaceGeometry, height: int, width: int) -> NDArray[np.float32]:
@@ -141,6 +145,7 @@ class FaceStage:
         self.enhancer = enhancer
         self.config = config
         self.size = enhancer.size
+        self.align_size = config.align_size
         # blend_masks' default erosion (size/16, at least 2) is too thin below 48 px.
         erosion = max(3, self.size // 16)
         self.blend_mask = blend_masks(1, self.size, erosion=erosion, blur=max(1, erosion // 3))
@@ -197,7 +202,7 @@ class FaceStage:
         images = torch.stack([_image(frame) for frame in frames])
         height, width = images.shape[-2:]
         matrices = np.stack([matrix_for(_geometry(frame), height, width) for frame in frames])
-        return crop_faces(images.float(), matrices, self.size), matrices
+        return crop_faces(images.float(), matrices, self.size, self.align_size), matrices
 
     def _resolve_deferred(self, frames: list[CommittedFrame]) -> None:
         """Detect the face of ``DeferredFace`` frames on their generated image: its
@@ -221,7 +226,7 @@ class FaceStage:
                 )
                 # Pixel centres kept when the render and the frame differ in size.
                 at_render = (found + 0.5) * scale - 0.5
-                frame.face = points_face_geometry(render, at_render, self.size)
+                frame.face = points_face_geometry(render, at_render, self.size, self.align_size)
                 self.fallback_found += 1
 
     def _keep_masks(self, frames: list[CommittedFrame], crops: torch.Tensor) -> torch.Tensor:
@@ -237,11 +242,13 @@ class FaceStage:
         images = torch.stack([_image(frame) for frame in frames]).float()
         if self.config.blend == "authors":
             height, width = images.shape[-2:]
-            weights = authors_blend_weights(matrices, self.size, height, width)
-            blended = paste_back_weighted(images, crops.float().cpu(), matrices, weights)
+            weights = authors_blend_weights(matrices, self.size, height, width, self.align_size)
+            blended = paste_back_weighted(
+                images, crops.float().cpu(), matrices, weights, self.align_size
+            )
         else:
             masks = self.blend_mask.expand(len(frames), -1, -1, -1)
-            blended = paste_back(images, crops.float().cpu(), matrices, masks)
+            blended = paste_back(images, crops.float().cpu(), matrices, masks, self.align_size)
         for frame, image in zip(frames, blended, strict=True):
             frame.image = image
 

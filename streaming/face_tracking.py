@@ -79,7 +79,9 @@ def detected_face_geometries(
     for render, found in zip(renders, points, strict=True):
         use = track.update(found)
         geometries.append(
-            DeferredFace(render) if use is None else points_face_geometry(render, use, face.size)
+            DeferredFace(render)
+            if use is None
+            else points_face_geometry(render, use, face.size, face.align_size)
         )
     log.info(
         "face detection: %d of %d condition images (%.0f%%), %d frames with face geometry "

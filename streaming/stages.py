@@ -42,6 +42,7 @@ def window_conditions(
     image_size: int | None = None,
     epoch: int = 0,
     face_matrices: NDArray[np.float32] | None = None,
+    align_size: int | None = None,
 ) -> list[ConditionFrame]:
     """Rendered frames -> condition frames (3, S, S) float32 [0, 1].
 
@@ -51,7 +52,8 @@ def window_conditions(
     (``face.size``) to attach face geometry, None for none; geometry stays in render
     pixels, the face stage rescales it to the frame size. epoch: the sender's clip count
     (see ``ConditionFrame``). face_matrices: (N, 2, 3) float32 face alignments when the
-    renderer computed them, else they are aligned from the landmarks.
+    renderer computed them (aligned with the same ``align_size``), else they are aligned
+    from the landmarks; align_size: ``face.align_size``.
     """
     renders = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     resized = renders
@@ -64,7 +66,9 @@ def window_conditions(
         geometry = None
         if face_size is not None:
             matrix = None if face_matrices is None else face_matrices[row]
-            geometry = frame_face_geometry(renders[row], landmarks[row], face_size, matrix)
+            geometry = frame_face_geometry(
+                renders[row], landmarks[row], face_size, matrix, align_size
+            )
         frames.append(
             ConditionFrame(
                 seq=int(seq),
@@ -78,7 +82,11 @@ def window_conditions(
 
 
 def condition_frames(
-    windows: Iterable[ConditionWindow], image_size: int, face_size: int | None, fps: float = 30.0
+    windows: Iterable[ConditionWindow],
+    image_size: int,
+    face_size: int | None,
+    fps: float = 30.0,
+    align_size: int | None = None,
 ) -> list[ConditionFrame]:
     """Windows the motion layer rendered -> condition frames at the model size
     (``window_conditions``); pts = seq / fps."""
@@ -93,6 +101,7 @@ def condition_frames(
             face_size,
             image_size,
             face_matrices=window.face_matrices,
+            align_size=align_size,
         )
     return frames
 
@@ -104,18 +113,27 @@ class RenderStage:
     One per render thread: an OpenGL context belongs to the thread that made it.
     """
 
-    def __init__(self, render: RenderConfig, face_size: int | None) -> None:
+    def __init__(
+        self, render: RenderConfig, face_size: int | None, align_size: int | None = None
+    ) -> None:
         from model.motion.frame import BodyModelSettings
         from model.render import MotionRenderer
 
         self.renderer = MotionRenderer(render, BodyModelSettings())
         self.face_size = face_size
+        self.align_size = align_size
 
     def render(self, motion: MotionFrame, epoch: int = 0) -> ConditionFrame:
         """``motion``'s condition (3, H, W) float32 [0, 1] with its seq, pts and ``epoch``."""
         window = self.renderer.render([motion])
         frames = window_conditions(
-            window.images, window.landmarks, [motion.seq], [motion.pts], self.face_size, epoch=epoch
+            window.images,
+            window.landmarks,
+            [motion.seq],
+            [motion.pts],
+            self.face_size,
+            epoch=epoch,
+            align_size=self.align_size,
         )
         return frames[0]
 

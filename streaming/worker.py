@@ -385,7 +385,8 @@ class WorkerPipelineFactory:
             torch.set_num_threads(config.model.threads)  # process-wide: before any thread runs
         self.worker = ModelWorker(config)
         face_size = config.face.size if config.face.enabled else None
-        self._render_stage_factory = lambda: RenderStage(config.render, face_size)
+        align_size = config.face.align_size
+        self._render_stage_factory = lambda: RenderStage(config.render, face_size, align_size)
 
     def create(
         self, session_id: str, identity: IdentityConfig | None, sink: PipelineSink

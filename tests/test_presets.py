@@ -29,6 +29,7 @@ def test_quality_is_the_paper() -> None:
     assert config.model.preset == "bundle" and not config.model.window_groupnorm
     assert config.model.resolved_controlnet_residuals() == "diffusers"
     assert config.face.masked_latent == "mode" and config.face.blend == "feathered"
+    assert config.face.align_size is None
 
 
 @pytest.mark.parametrize("preset", ["sd15", "tiny"])
@@ -36,6 +37,7 @@ def test_quality_runs_other_weights_as_the_authors_did(preset: str) -> None:
     config = load_config(None, [f"model.preset={preset}"], environ={}, preset="quality")
     assert config.model.window_groupnorm and config.model.controlnet_residuals == "authors"
     assert config.face.masked_latent == "sample" and config.face.blend == "authors"
+    assert config.face.align_size == 512
     assert config.sampler.controlnet_scale == 2.0 and config.sampler.noise_device == "authors"
     # Any single field still overrides the preset.
     overridden = load_config(

@@ -87,9 +87,12 @@ def generate_command(args: argparse.Namespace, config: AppConfig) -> int:
             window=sampler.window_size,
             face_size=face.size,
             limit=args.frames,
+            align_size=face.align_size,
         )
         face_size = face.size if face.enabled and components.face is not None else None
-        conditions = condition_frames(windows, components.image_size, face_size, fps)
+        conditions = condition_frames(
+            windows, components.image_size, face_size, fps, face.align_size
+        )
         names = None
     else:
         images = read_condition_folder(args.input, components.image_size, args.frames)

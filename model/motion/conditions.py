@@ -37,14 +37,16 @@ def render_motion_conditions(
     window: int = 16,
     face_size: int = 256,
     limit: int | None = None,
+    align_size: int | None = None,
 ) -> Iterator[ConditionWindow]:
     """Renders ``source`` window by window with one renderer and one session camera.
 
     ``source``: a motion file path (any supported format), an opened ``MotionClip``,
     or frames (then ``settings`` gives the body-model settings; default TalkSHOW's).
     ``limit`` stops after that many frames. Yields windows of up to ``window`` frames.
+    ``face_matrices`` map image pixels to ``face_size`` crops, aligned at ``align_size``
+    (``face.align_size``; None = at ``face_size``).
     """
-    from model.face_geometry import alignment_matrices, ffhq_points
     from model.render import MotionRenderer
 
     if isinstance(source, str | Path):
@@ -59,21 +61,23 @@ def render_motion_conditions(
                 break
             batch.append(frame)
             if len(batch) == window:
-                yield _window(renderer, batch, face_size, ffhq_points, alignment_matrices)
+                yield _window(renderer, batch, face_size, align_size)
                 batch = []
         if batch:
-            yield _window(renderer, batch, face_size, ffhq_points, alignment_matrices)
+            yield _window(renderer, batch, face_size, align_size)
     finally:
         renderer.close()
 
 
-def _window(renderer, batch, face_size, ffhq_points, alignment_matrices) -> ConditionWindow:  # type: ignore[no-untyped-def]
+def _window(renderer, batch, face_size, align_size) -> ConditionWindow:  # type: ignore[no-untyped-def]
+    from model.face_geometry import alignment_matrices, ffhq_points
+
     rendered = renderer.render(batch)
     points = ffhq_points(rendered.landmarks)
     return ConditionWindow(
         seq=np.asarray([frame.seq for frame in batch], dtype=np.int64),
         images=rendered.images,
         face_points=points,
-        face_matrices=alignment_matrices(points, face_size),
+        face_matrices=alignment_matrices(points, face_size, align_size),
         landmarks=rendered.landmarks,
     )

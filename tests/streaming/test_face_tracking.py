@@ -123,7 +123,8 @@ def test_generate_with_the_authors_face_options(
     clip_renders: tuple[torch.Tensor, np.ndarray], tmp_path: Path
 ) -> None:
     """BiSeNet mask (a tiny random network in the published layout), sampled masked
-    latent and the authors' blend run through the face stage on a condition folder."""
+    latent, the authors' blend and crops aligned at twice the face size run through the
+    face stage on a condition folder."""
     folder = tmp_path / "conditions"
     folder.mkdir()
     for index, render in enumerate(clip_renders[0][:2]):
@@ -134,7 +135,7 @@ def test_generate_with_the_authors_face_options(
     torch.save(BiSeNet(base=8).state_dict(), weights)
     base = ["model.preset=tiny", "model.image_size=128", "face.size=32", "face.steps=1"]
     authors = [f"face.parsing_weights={weights}", "face.masked_latent=sample",
-               "face.blend=authors"]  # fmt: skip
+               "face.blend=authors", "face.align_size=64"]  # fmt: skip
     outputs = {}
     for name, settings in (("default", base), ("authors", base + authors)):
         overrides = [item for setting in settings for item in ("--set", setting)]
