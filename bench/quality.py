@@ -9,7 +9,11 @@ what the paper's Tables 1 and 2 measure (here with the committed demo bundle):
   enhancement;
 - Table 2 rows: ws/os 8/2, 16/4 (the full system), 32/8;
 - the streaming rows this product adds: ``low`` mode instead of ``exact``, the face stage
-  through the window sampler (``face_temporal``), and the live demo's own settings.
+  through the window sampler (``face_temporal``), and the live demo's own settings;
+- ``detected faces``: the full system with the face geometry found by the face detector
+  on the condition renders (as for a condition-image folder) instead of the dataset's mesh
+  geometry; its ``face_detection_rate`` is the share of frames where a face was found
+  (None on the mesh rows).
 
 Each row runs the live chain (``generate_streaming``: sampler, decode, face stage) and
 scores it with ``model.evaluation.Evaluator``: SSIM, PSNR, L1 and flicker always; LPIPS,
@@ -22,7 +26,7 @@ are not rows here.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +40,14 @@ from bench.heldout import (
     run_clip,
 )
 from model.bundle import bundle_meta, load_bundle
+from model.config import FaceConfig
 from model.errors import AnchorError
 from model.evaluation.pixels import psnr, ssim
 from model.face_geometry import crop_faces
+from model.training.data import _image
+from model.training.dataset import load_dataset, read_png
 from model.video_io import to_uint8
+from streaming.frames import ConditionFrame
 
 if TYPE_CHECKING:
     from app.config import AppConfig
@@ -54,6 +62,8 @@ class Variant:
     sampler: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     face: dict[str, Any] = field(default_factory=dict)
+    # Face geometry from the face detector on the condition renders, not the mesh.
+    detector: bool = False
 
 
 FULL = {"mode": "exact", "window_size": 16, "overlap": 4}
@@ -68,6 +78,7 @@ VARIANTS = (
         "face_temporal", "streaming", FULL, {"attention": "all-frame"}, {"face_temporal": True}
     ),
     Variant("live demo", "streaming", {"mode": "low"}, {}),
+    Variant("detected faces", "streaming", FULL, {"attention": "all-frame"}, detector=True),
 )
 
 
@@ -123,13 +134,16 @@ def bench_quality(
         face = base_face.model_copy(update=variant.face) if base_face is not None else None
         if face is not None and not face.enabled:
             face = None
-        if variant.face and base_face is None:
+        if (variant.face or variant.detector) and base_face is None:
             continue  # a face row without a face model
         components = load_bundle(bundle, model, sampler, face=face)
         if clip is None:
             clip = load_heldout(folder, components.image_size, face_size, frames)
+        conditions, detection_rate = clip.conditions, None
+        if variant.detector and face is not None:
+            conditions, detection_rate = detected_conditions(folder, clip, face)
         started = time.perf_counter()
-        images, _ = run_clip(clip.conditions, components, sampler, face)
+        images, _ = run_clip(conditions, components, sampler, face)
         elapsed = time.perf_counter() - started
         report = evaluator.evaluate(to_uint8(images), to_uint8(clip.targets), motion=clip.motion)
         if face_size is not None:
@@ -144,6 +158,7 @@ def bench_quality(
                 "overlap": sampler.overlap,
                 "face": face is not None,
                 "face_temporal": bool(face is not None and face.face_temporal),
+                "face_detection_rate": detection_rate,
                 "ms_per_frame": round(1000.0 * elapsed / len(clip.conditions), 1),
                 "metrics": json_safe(report["metrics"]),
                 "skipped": report["skipped"],
@@ -157,6 +172,25 @@ def bench_quality(
         "threads": torch.get_num_threads(),
         "rows": rows,
     }
+
+
+def detected_conditions(
+    folder: Path, clip: HeldOut, face: FaceConfig
+) -> tuple[list[ConditionFrame], float]:
+    """The clip's condition frames with face geometry from the face detector run on the
+    stored condition renders (``streaming.face_tracking``, as ``anchor generate
+    CONDITION_DIR`` does), and the share of frames where it found a face."""
+    from streaming.face_tracking import detected_face_geometries
+
+    header, entries = load_dataset(folder)
+    stored = entries[: len(clip.conditions)]
+    renders = torch.stack([_image(read_png(folder / e.condition), header.size) for e in stored])
+    geometries, track = detected_face_geometries(renders, face)
+    conditions = [
+        replace(frame, face=geometry)
+        for frame, geometry in zip(clip.conditions, geometries, strict=True)
+    ]
+    return conditions, track.detection_rate
 
 
 def face_crop_scores(images: torch.Tensor, clip: HeldOut, size: int) -> dict[str, float]:
@@ -209,6 +243,12 @@ def format_report(report: dict[str, Any]) -> str:
             value = row["metrics"].get(column)
             cells.append("-" if value is None else f"{value:.4g}")
         lines.append(" | ".join(cells))
+    for row in report["rows"]:
+        if row.get("face_detection_rate") is not None:
+            lines.append(
+                f"{row['variant']}: faces detected on {100 * row['face_detection_rate']:.0f}% "
+                "of the condition renders"
+            )
     skipped = {name for row in report["rows"] for name in row["skipped"]}
     if skipped:
         reasons = report["rows"][0]["skipped"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,25 @@ def test_rows_reproduce_the_paper_tables(synth_root: Path) -> None:
     assert full["metrics"]["face_psnr"] != no_face["metrics"]["face_psnr"]
     text = format_report(report)
     assert "w/o FE" in text and "face_ssim" in text and "not computed: fid" in text
+
+
+def test_detected_faces_row_reports_the_detection_rate(
+    synth_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The face geometry from the detector on the condition renders, as for a condition
+    folder: the row carries the detection rate the log line reports; mesh rows carry None."""
+    with caplog.at_level(logging.INFO, logger="anchor.face"):
+        report = bench_quality(
+            AppConfig(), DEMO, synth_root / "heldout", 8, ["w/o FE", "detected faces"], steps=1
+        )
+    no_face, detected = report["rows"]
+    assert no_face["face_detection_rate"] is None
+    assert detected["face"] and detected["window_size"] == 16
+    rate = detected["face_detection_rate"]
+    found = re.search(r"face detection: (\d+) of 8 condition images", caplog.text)
+    assert found is not None and rate == int(found.group(1)) / 8
+    assert 0.0 < detected["metrics"]["ssim"] <= 1.0
+    assert f"detected faces: faces detected on {100 * rate:.0f}%" in format_report(report)
 
 
 def test_unknown_variant_and_missing_data_are_named(tmp_path: Path) -> None:
