@@ -50,6 +50,11 @@ FFHQ_TEMPLATE_512 = np.array(
 )
 
 
+# Five points (eyes, nose, mouth corners) span less of the face than the mesh's 51
+# landmarks (brows to lips): their hull is grown more to cover the same region.
+POINTS_REGION_GROW = 1.8
+
+
 def ffhq_template(size: int = 256) -> NDArray[np.float32]:
     """The five template points scaled to a ``size x size`` crop, ``(5, 2)``."""
     return FFHQ_TEMPLATE_512 * np.float32(size / 512.0)

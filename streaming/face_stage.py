@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from model.config import FaceConfig, SamplerConfig
 from model.face_detector import FaceDetector
 from model.face_geometry import (
+    POINTS_REGION_GROW,
     alignment_matrices,
     authors_blend_weights,
     blend_masks,
@@ -41,10 +42,6 @@ from model.face_sgdm import FaceEnhancer
 from model.face_window import FaceWindowDenoiser
 from streaming.frames import CommittedFrame, ConditionFrame, DeferredFace, FaceGeometry
 from streaming.sampler import WindowSampler
-
-# Five points (eyes, nose, mouth corners) span less of the face than the mesh's 51
-# landmarks (brows to lips): their hull is grown more to cover the same region.
-POINTS_REGION_GROW = 1.8
 
 
 def points_face_geometry(

@@ -82,7 +82,8 @@ def _register_prepare(commands: Any) -> None:
         description=(
             "Frames at --fps, a fixed square crop resized to --size, condition renders from "
             "the motion file (TalkSHOW/EMAGE/SHOW/anchor npz; SHOW camera fields honoured), "
-            "perturbed renders (augmentation), face crops and masks from the mesh, reference "
+            "perturbed renders (augmentation), face crops and masks from the mesh (or the face "
+            "detector: --face-geometry), reference "
             "candidates and a JSONL manifest. Resumable: run it again to finish."
         ),
     )
@@ -104,6 +105,13 @@ def _register_prepare(commands: Any) -> None:
         metavar="SPEC",
         help="person masks from a plug-in instead: onnx:MODEL.onnx, module:function or "
         "file.py:function (see model/training/segmentation.py)",
+    )
+    prepare.add_argument(
+        "--face-geometry",
+        choices=("auto", "detector", "mesh"),
+        default="auto",
+        help="face crops aligned on the mesh, on the face detector's points where the mesh "
+        "gives no face (auto), or on the detector's points wherever it finds a face",
     )
     prepare.add_argument(
         "--stage",
@@ -130,6 +138,10 @@ def prepare_command(args: argparse.Namespace, config: AppConfig) -> int:
         foreground=args.foreground,
         segmenter=args.segmenter,
         stage=args.stage,
+        face_geometry=args.face_geometry,
+        detector_weights=config.face.detector_weights,
+        detector_thresholds=config.face.detector_thresholds,
+        face_align_size=config.face.align_size,
     )
     written = prepare_dataset(args.video, args.motion, args.out, options, config.render)
     print(json.dumps({"out": str(args.out), "written": written}))

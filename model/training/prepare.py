@@ -6,9 +6,12 @@ resized to ``size``. Conditions are rendered from the motion file (any supported
 SHOW camera fields are honoured and projected into the crop; motions without a camera
 use a session framing computed once from the first frames). Each frame also gets its
 perturbed renders (``perturbations``; the paper's SMPL-X perturbation augmentation, done
-here once so training never renders), aligned face crops and masks from the mesh
-geometry, and reference candidates. Resumable: frames already in the manifest are
-decoded (to stay in step) but not rendered or written again.
+here once so training never renders), aligned face crops and masks, and reference
+candidates. The face geometry (``face_geometry``) is the mesh's; where the mesh gives none
+(its five face points not finite or not inside the frame; "auto"), or for every frame
+("detector"), the face detector (``model.face_detector``) finds the five points on the
+video frame, and a frame it misses keeps the mesh geometry. Resumable: frames already in
+the manifest are decoded (to stay in step) but not rendered or written again.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 from PIL import Image
 
 from model.config import RenderConfig
 from model.errors import AnchorError
+from model.face_detector import FaceDetector
+from model.face_geometry import ffhq_points
 from model.motion.readers import open_motion
 from model.training.dataset import DatasetHeader, iter_existing
 from model.training.rendering import Crop, DatasetRenderer, perturb_frames
@@ -52,6 +59,61 @@ class PrepareOptions:
     segmenter: str | None = None
     stage: str = "finetune"
     reference_seed: int = 0
+    # Where the face crops are aligned from: "auto" = the mesh, the detector on the video
+    # frame where the mesh gives no face; "detector" = the detector first; "mesh" only.
+    face_geometry: Literal["auto", "detector", "mesh"] = "auto"
+    # The face detector's weights folder (None = the facenet-pytorch wheel's) and its
+    # three stages' cut-offs (``face.detector_weights`` / ``face.detector_thresholds``).
+    detector_weights: Path | None = None
+    detector_thresholds: tuple[float, float, float] = (0.1, 0.1, 0.1)
+    # The FFHQ alignment size of the face crops (``face.align_size``; None = face_size).
+    face_align_size: int | None = None
+
+
+@dataclass(slots=True)
+class _FaceSource:
+    """Runs the face detector on the frames the mesh leaves without a face geometry."""
+
+    mode: str
+    weights: Path | None
+    thresholds: tuple[float, float, float]
+    detector: FaceDetector | None = None
+    asked: int = 0
+    found: int = 0
+
+    def points(
+        self, frames: NDArray[np.uint8], landmarks: NDArray[np.float32]
+    ) -> NDArray[np.float32] | None:
+        """(N, 5, 2) detected FFHQ points (NaN where none or not asked), or None."""
+        if self.mode == "mesh":
+            return None
+        ask = np.ones(len(frames), dtype=bool)
+        if self.mode == "auto":
+            ask = ~_mesh_face_visible(landmarks, frames.shape[1], frames.shape[2])
+        if not ask.any():
+            return None
+        if self.detector is None:
+            self.detector = FaceDetector(self.weights, self.thresholds)
+        images = torch.from_numpy(frames[ask]).permute(0, 3, 1, 2).float() / 255.0
+        found, _ = self.detector.detect(images)
+        points = np.full((len(frames), 5, 2), np.nan, dtype=np.float32)
+        points[ask] = found
+        self.asked += int(ask.sum())
+        self.found += int(np.isfinite(found).all(axis=(1, 2)).sum())
+        return points
+
+
+def _mesh_face_visible(
+    landmarks: NDArray[np.float32], height: int, width: int
+) -> NDArray[np.bool_]:
+    """(N,) bool: the mesh's five FFHQ points are finite and inside the frame."""
+    points = ffhq_points(landmarks)
+    finite = np.isfinite(points).all(axis=(1, 2))
+    inside = (
+        (points[..., 0] >= 0) & (points[..., 0] < width)
+        & (points[..., 1] >= 0) & (points[..., 1] < height)
+    ).all(axis=1)  # fmt: skip
+    return np.asarray(finite & inside, dtype=bool)
 
 
 def parse_crop(text: str) -> Crop:
@@ -189,6 +251,9 @@ def prepare_dataset(
     header.write(out)
     done = set(iter_existing(out))
     renderer = DatasetRenderer(render, clip.settings, options.size, crop=crop)
+    faces = _FaceSource(
+        options.face_geometry, options.detector_weights, options.detector_thresholds
+    )
     written = 0
     try:
         renderer.frame_session(list(clip.frames(0, WINDOW)))
@@ -216,19 +281,30 @@ def prepare_dataset(
                 )
             elif segmenter is not None:
                 foreground = segmenter(np.stack([images[index - start] for index in todo]))
+            video_frames = np.stack([images[index - start] for index in todo])
             write_window(
                 out,
                 header,
                 todo,
-                np.stack([images[index - start] for index in todo]),
+                video_frames,
                 conditions,
                 perturbed,
                 landmarks,
                 foreground,
                 options.reference_seed,
+                faces.points(video_frames, landmarks),
+                options.face_align_size,
             )
             written += len(todo)
             log.info("prepared frames %d..%d of %d", start, stop - 1, count)
     finally:
         renderer.close()
+    if faces.asked:
+        log.info(
+            "face detection: %d of %d frames (%.0f%%) aligned on the detected face, the "
+            "others on the mesh",
+            faces.found,
+            faces.asked,
+            100.0 * faces.found / faces.asked,
+        )
     return written

@@ -9,7 +9,13 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from model.face_geometry import alignment_matrices, crop_faces, face_region_masks, ffhq_points
+from model.face_geometry import (
+    POINTS_REGION_GROW,
+    alignment_matrices,
+    crop_faces,
+    face_region_masks,
+    ffhq_points,
+)
 from model.training.dataset import (
     DatasetHeader,
     ManifestEntry,
@@ -30,19 +36,34 @@ def face_samples(
     conditions: NDArray[np.uint8],
     landmarks: NDArray[np.float32],
     face_size: int,
+    detected: NDArray[np.float32] | None = None,
+    align_size: int | None = None,
 ) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8], NDArray[np.float32]]:
     """FFHQ-aligned crops of frames and mesh renders, inpainting masks, matrices.
 
-    frames, conditions: ``(N, H, W, 3)`` uint8; landmarks ``(N, 51, 2)`` image pixels.
+    frames, conditions: ``(N, H, W, 3)`` uint8; landmarks ``(N, 51, 2)`` image pixels;
+    detected: ``(N, 5, 2)`` FFHQ points from a face detector, NaN where none: a row with
+    points is aligned on them (its mask the grown hull of the five points), the others on
+    the mesh; align_size: the alignment size (``face.align_size``; None = ``face_size``).
     Returns crops ``(N, S, S, 3)`` twice, masks ``(N, S, S)`` uint8 (255 = keep, 0 = the
     face region the Face SGDM regenerates) and ``(N, 2, 3)`` image -> crop matrices.
     """
-    matrices = alignment_matrices(ffhq_points(landmarks), face_size)
-    faces = to_uint8(crop_faces(_to_tensor(frames), matrices, face_size))
-    face_conditions = to_uint8(crop_faces(_to_tensor(conditions), matrices, face_size))
-    homogeneous = np.concatenate([landmarks, np.ones((*landmarks.shape[:2], 1), np.float32)], -1)
-    crop_points = np.einsum("nij,nkj->nki", matrices, homogeneous)
-    region = face_region_masks(crop_points.astype(np.float32), face_size, face_size)
+    points = ffhq_points(landmarks)
+    use_detected = np.zeros(len(points), dtype=bool)
+    if detected is not None:
+        use_detected = np.asarray(np.isfinite(detected).all(axis=(1, 2)), dtype=bool)
+        points = np.where(use_detected[:, None, None], detected, points).astype(np.float32)
+    matrices = alignment_matrices(points, face_size, align_size)
+    faces = to_uint8(crop_faces(_to_tensor(frames), matrices, face_size, align_size))
+    face_conditions = to_uint8(crop_faces(_to_tensor(conditions), matrices, face_size, align_size))
+    region = np.empty((len(points), 1, face_size, face_size), dtype=np.float32)
+    for row, matrix in enumerate(matrices):
+        marks = points[row] if use_detected[row] else landmarks[row]
+        crop_points = marks @ matrix[:, :2].T + matrix[:, 2]
+        grow = POINTS_REGION_GROW if use_detected[row] else 1.25
+        region[row] = face_region_masks(
+            crop_points[None].astype(np.float32), face_size, face_size, grow=grow
+        )[0]
     masks = ((1.0 - region[:, 0]) * 255.0).astype(np.uint8)
     return faces, face_conditions, masks, matrices
 
@@ -57,11 +78,14 @@ def write_window(
     landmarks: NDArray[np.float32],
     foreground: NDArray[np.uint8] | None = None,
     reference_seed: int = 0,
+    detected: NDArray[np.float32] | None = None,
+    align_size: int | None = None,
 ) -> None:
     """Writes consecutive frames ``indices`` and appends their manifest lines (last, so
-    an interrupted run only ever leaves complete frames in the manifest)."""
+    an interrupted run only ever leaves complete frames in the manifest); ``detected``
+    and ``align_size`` as in ``face_samples``."""
     faces, face_conditions, masks, matrices = face_samples(
-        frames, conditions, landmarks, header.face_size
+        frames, conditions, landmarks, header.face_size, detected, align_size
     )
     for row, index in enumerate(indices):
         paths = entry_paths(index, len(perturbed), foreground is not None)
