@@ -100,19 +100,15 @@ def load_bundle(
         raise AnchorError(f"bundle {folder}: no reference image (set model.reference_image)")
     processor = clip_processor(clip, folder / "clip")
     appearance = encode_appearance(clip, read_image(Path(image_path), size), processor)
-    denoiser = SGDMDenoiser(
+    denoiser = SGDMDenoiser.configured(
         unet,
         controlnet,
         decoder_vae,
         appearance,
         null,
         image_size=size,
-        guidance_scale=sampler.guidance_scale,
-        controlnet_scale=sampler.controlnet_scale,
-        attention=model.attention,
-        window_groupnorm=model.window_groupnorm,
-        controlnet_residuals=model.resolved_controlnet_residuals(),
-        cache_conditioning=model.cache_conditioning,
+        model=model,
+        sampler=sampler,
         encoder_vae=encoder_vae,
     )
     scheduler = frame_scheduler(

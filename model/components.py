@@ -225,19 +225,15 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
     reference = _reference(model.reference_image, image_size)
     processor = clip_processor(networks.clip, model.clip_path if model.preset == "sd15" else None)
     appearance = encode_appearance(networks.clip, reference, processor)
-    denoiser = SGDMDenoiser(
+    denoiser = SGDMDenoiser.configured(
         networks.unet,
         networks.controlnet,
         decoder_vae,
         appearance,
         networks.null_embedding,
         image_size=image_size,
-        guidance_scale=sampler.guidance_scale,
-        controlnet_scale=sampler.controlnet_scale,
-        attention=model.attention,
-        window_groupnorm=model.window_groupnorm,
-        controlnet_residuals=model.resolved_controlnet_residuals(),
-        cache_conditioning=model.cache_conditioning,
+        model=model,
+        sampler=sampler,
         encoder_vae=encoder_vae,
     )
     enhancer = None

@@ -17,7 +17,7 @@ from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 from model.attention import WindowContext, install_attention, set_window_groupnorm
-from model.config import AttentionMode, ControlNetResiduals
+from model.config import AttentionMode, ControlNetResiduals, ModelConfig, SamplerConfig
 from model.guided import (
     controlnet_unet_noise,
     guide,
@@ -75,6 +75,38 @@ class SGDMDenoiser:
     outputs of the public methods are float32. ``vae`` decodes (an AutoencoderTiny with
     ``model.tiny_vae_path``); ``encoder_vae`` encodes (default ``vae``).
     """
+
+    @classmethod
+    def configured(
+        cls,
+        unet: UNet2DConditionModel,
+        controlnet: ControlNetModel,
+        vae: Autoencoder,
+        appearance: torch.Tensor,
+        null_embedding: torch.Tensor,
+        *,
+        image_size: int,
+        model: ModelConfig,
+        sampler: SamplerConfig,
+        encoder_vae: Autoencoder | None = None,
+    ) -> SGDMDenoiser:
+        """The denoiser with the ``model`` and ``sampler`` sections' settings (guidance and
+        conditioning scales, attention, window GroupNorm, residuals, cached conditioning)."""
+        return cls(
+            unet,
+            controlnet,
+            vae,
+            appearance,
+            null_embedding,
+            image_size=image_size,
+            guidance_scale=sampler.guidance_scale,
+            controlnet_scale=sampler.controlnet_scale,
+            attention=model.attention,
+            window_groupnorm=model.window_groupnorm,
+            controlnet_residuals=model.resolved_controlnet_residuals(),
+            cache_conditioning=model.cache_conditioning,
+            encoder_vae=encoder_vae,
+        )
 
     def __init__(
         self,
