@@ -23,15 +23,7 @@ def register(bench: Any) -> None:
     model_bench = bench.add_parser(
         "model", help="ms per UNet+ControlNet call on a 16-frame window, per attention mode"
     )
-    model_bench.add_argument("--json", action="store_true", help="print JSON")
-    model_bench.add_argument("--repeats", type=int, default=3, help="timed runs per figure")
-    model_bench.add_argument(
-        "--latent-sizes",
-        type=int,
-        nargs="+",
-        default=None,
-        help="latent sizes (default: 16 32 for tiny, 64 for sd15)",
-    )
+    _timing_arguments(model_bench, 3, "latent sizes (default: 16 32 for tiny, 64 for sd15)")
     model_bench.set_defaults(handler=_bench_model)
 
     bench_render = bench.add_parser("render", help="mesh rendering frames/s (16-frame windows)")
@@ -122,14 +114,8 @@ def register(bench: Any) -> None:
     onnx_bench = bench.add_parser(
         "onnx", help="ms per 16-frame denoiser call: torch vs ONNX Runtime"
     )
-    onnx_bench.add_argument("--json", action="store_true", help="print JSON")
-    onnx_bench.add_argument("--repeats", type=int, default=5, help="timed runs per figure")
-    onnx_bench.add_argument(
-        "--latent-sizes",
-        type=int,
-        nargs="+",
-        default=None,
-        help="latent sizes (default: 8 16 32 for tiny, else the model's own size)",
+    _timing_arguments(
+        onnx_bench, 5, "latent sizes (default: 8 16 32 for tiny, else the model's own size)"
     )
     onnx_bench.set_defaults(handler=_bench_onnx)
 
@@ -175,6 +161,13 @@ def register(bench: Any) -> None:
         help="onnxruntime on TensorRT instead of CUDA (engine builds take minutes)",
     )
     gpu.set_defaults(handler=_bench_gpu)
+
+
+def _timing_arguments(parser: argparse.ArgumentParser, repeats: int, sizes_help: str) -> None:
+    """--json, --repeats and --latent-sizes of the benches that time network calls."""
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed runs per figure")
+    parser.add_argument("--latent-sizes", type=int, nargs="+", default=None, help=sizes_help)
 
 
 def heldout_arguments(parser: argparse.ArgumentParser, bundle: bool = True) -> None:
