@@ -133,6 +133,11 @@ class ViewerProbe:
 
         await asyncio.wait_for(seen(), limit_s)
 
+    @property
+    def close_code(self) -> int | None:
+        """Close code of the signaling socket (None: still open, or never opened)."""
+        return self._socket.close_code if self._socket is not None else None
+
     async def close(self) -> None:
         if self._socket is not None:
             await self._socket.close()
