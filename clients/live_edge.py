@@ -10,7 +10,11 @@ and the viewer stays seconds behind. ``LiveEdgeTrack`` drops both kinds of backl
 - a frame whose arrival is more than ``stale_s`` later than its RTP timestamp predicts is
   dropped. The prediction is the smallest (arrival - pts) seen so far: the server stamps
   video pts from its wall clock (90 kHz), so that difference is constant up to jitter
-  while the viewer keeps up, and grows by the stall for every frame of a backlog.
+  while the viewer keeps up, and grows by the stall for every frame of a backlog. A
+  backlog arrives as one burst on resume; frames that keep arriving late for longer than
+  ``stale_s`` are a viewer that is persistently slower (an overloaded machine), not a
+  backlog: the prediction is reset to them, so such a viewer still sees every frame it
+  can decode, late, rather than none.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class LiveEdgeTrack(MediaStreamTrack):
         self._arrived = asyncio.Event()
         self._offset: float | None = None  # smallest (arrival - pts seconds) seen
         self._last_pts: int | None = None
+        self._stale_since: float | None = None  # arrival of the first of a run of stale frames
         self._pump = asyncio.create_task(self._run(), name="live-edge-pump")
 
     def _is_stale(self, frame: Any) -> bool:
@@ -53,10 +58,19 @@ class LiveEdgeTrack(MediaStreamTrack):
         if self._last_pts is not None and pts < self._last_pts:
             self._offset = None  # RTP timestamp wrapped or a new stream: new baseline
         self._last_pts = pts
-        lateness = time.monotonic() - pts / VIDEO_CLOCK_RATE
+        now = time.monotonic()
+        lateness = now - pts / VIDEO_CLOCK_RATE
         if self._offset is None or lateness < self._offset:
             self._offset = lateness
-        return lateness - self._offset > self.stale_s
+        if lateness - self._offset <= self.stale_s:
+            self._stale_since = None
+            return False
+        if self._stale_since is None:
+            self._stale_since = now
+        elif now - self._stale_since > self.stale_s:  # persistently late: not a backlog
+            self._offset, self._stale_since = lateness, None
+            return False
+        return True
 
     async def _run(self) -> None:
         try:
