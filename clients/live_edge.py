@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -39,8 +40,15 @@ class LiveEdgeTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, source: MediaStreamTrack, stale_s: float = STALE_S) -> None:
+    def __init__(
+        self,
+        source: MediaStreamTrack,
+        stale_s: float = STALE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """clock: seconds, the arrival time of each frame (time.monotonic; tests step it)."""
         super().__init__()
+        self._clock = clock
         self.source = source
         self.stale_s = stale_s
         self.skipped = 0
@@ -58,7 +66,7 @@ class LiveEdgeTrack(MediaStreamTrack):
         if self._last_pts is not None and pts < self._last_pts:
             self._offset = None  # RTP timestamp wrapped or a new stream: new baseline
         self._last_pts = pts
-        now = time.monotonic()
+        now = self._clock()
         lateness = now - pts / VIDEO_CLOCK_RATE
         if self._offset is None or lateness < self._offset:
             self._offset = lateness
