@@ -65,6 +65,9 @@ def register(bench: Any) -> None:
     soak.add_argument("--seconds", type=float, default=600.0, help="how long to stream")
     soak.add_argument("--viewers", type=int, default=2, help="WebRTC viewers")
     soak.add_argument("--demo-model", action="store_true", help="the trained demo bundle")
+    soak.add_argument(
+        "--fuzz", type=int, default=0, help="malformed messages sent midway (RSS before/after)"
+    )
     soak.set_defaults(handler=_bench_soak)
 
     a2m = bench.add_parser("audio2motion", help="generator real-time factor, bot latency")
@@ -231,14 +234,17 @@ def _bench_e2e(args: argparse.Namespace, config: AppConfig) -> int:
 def _bench_soak(args: argparse.Namespace, config: AppConfig) -> int:
     from bench.soak import run_bench
 
-    results = asyncio.run(run_bench(config, args.seconds, args.viewers, args.demo_model))
+    results = asyncio.run(run_bench(config, args.seconds, args.viewers, args.demo_model, args.fuzz))
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     for sample in results["samples"]:
         print(f"t={sample['t_s']:>6} s  RSS {sample['rss_mb']} MB  threads {sample['threads']}")
     keys = "accepted skipped committed credited dropped committed_fps recording_frames"
-    keys += " recording_duration_s recording_exact viewer_frames"
+    keys += " recording_duration_s recording_exact viewer_frames viewer_last_seq"
+    keys += " viewer_close_codes"
+    if args.fuzz:
+        keys += " fuzz_answered fuzz_s rss_before_fuzz_mb rss_peak_fuzz_mb rss_after_fuzz_mb"
     for key in keys.split():
         print(f"{key}: {results[key]}")
     return 0

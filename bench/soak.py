@@ -20,6 +20,7 @@ import av
 from app.config import AppConfig
 from app.demo import demo_config, with_demo_model
 from bench.e2e import free_port, rss_mb, start_server
+from bench.fuzzstorm import storm
 from clients.producer_client import MotionProducer
 from clients.viewer_client import ViewerProbe
 from model.motion.demo_loop import demo_frames
@@ -28,6 +29,9 @@ from server.tokens import mint_token
 
 SAMPLE_PERIOD_S = 5.0
 SESSION = "soak"
+FUZZ_SESSION = "soak-fuzz"
+# After a fuzz storm, the server gets this long before its RSS is read again.
+FUZZ_SETTLE_S = 10.0
 
 
 def threads(pid: int) -> int:
@@ -67,7 +71,28 @@ async def _sample(pid: int, started: float, samples: list[dict[str, Any]]) -> No
         await asyncio.sleep(SAMPLE_PERIOD_S)
 
 
-async def soak(config: AppConfig, pid: int, seconds: float, viewers: int) -> dict[str, Any]:
+async def _fuzz_midway(
+    config: AppConfig, pid: int, seconds: float, count: int, figures: dict[str, Any]
+) -> None:
+    """Halfway through the soak, ``count`` malformed messages; RSS before and after."""
+    secret, port = config.server.token_secret, config.server.port
+    base = f"ws://127.0.0.1:{port}/sessions/{FUZZ_SESSION}"
+    producer = f"{base}/motion?token={mint_token(secret, FUZZ_SESSION, 'producer', 3600)}"
+    viewer = f"{base}/view?token={mint_token(secret, FUZZ_SESSION, 'viewer', 3600)}"
+    await asyncio.sleep(seconds / 2)
+    figures["rss_before_fuzz_mb"] = rss_mb(pid)
+    started = time.monotonic()
+    figures["fuzz_answered"] = await storm(producer, viewer, count, config.server.max_message_bytes)
+    figures["fuzz_s"] = round(time.monotonic() - started, 1)
+    figures["rss_peak_fuzz_mb"] = rss_mb(pid)
+    await asyncio.sleep(FUZZ_SETTLE_S)
+    figures["rss_after_fuzz_mb"] = rss_mb(pid)
+
+
+async def soak(
+    config: AppConfig, pid: int, seconds: float, viewers: int, fuzz: int = 0
+) -> dict[str, Any]:
+    """Stream for ``seconds`` with ``viewers``; ``fuzz``: malformed messages sent midway."""
     secret, port = config.server.token_secret, config.server.port
     base = f"ws://127.0.0.1:{port}/sessions/{SESSION}"
     fps = config.render.fps
@@ -81,17 +106,28 @@ async def soak(config: AppConfig, pid: int, seconds: float, viewers: int) -> dic
     )
     started = time.monotonic()
     sampler = asyncio.create_task(_sample(pid, started, samples))
+    fuzz_figures: dict[str, Any] = {}
+    fuzzing: asyncio.Task[None] | None = None
     try:
-        for probe in probes:
-            await probe.connect()
+        # All at once: viewers joining together is one of the loads this soak checks.
+        await asyncio.gather(*(probe.connect() for probe in probes))
         async with producer:
             await producer.start()
+            if fuzz:
+                fuzzing = asyncio.create_task(
+                    _fuzz_midway(config, pid, seconds, fuzz, fuzz_figures)
+                )
             await producer.send_frames(demo_frames(count=round(seconds * fps)), fps=fps)
             sent_s = time.monotonic() - started
+            if fuzzing is not None:
+                await fuzzing
             ended = await producer.end()
     finally:
-        sampler.cancel()
-        await asyncio.gather(sampler, return_exceptions=True)
+        for task in (sampler, fuzzing):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*(t for t in (sampler, fuzzing) if t), return_exceptions=True)
+        close_codes = [probe.close_code for probe in probes]
         for probe in probes:
             await probe.close()
     samples.append({"t_s": round(time.monotonic() - started, 1), "rss_mb": rss_mb(pid),
@@ -115,12 +151,22 @@ async def soak(config: AppConfig, pid: int, seconds: float, viewers: int) -> dic
         "recording_duration_s": duration,
         "recording_exact": seqs == sorted(committed) and len(set(seqs)) == len(seqs),
         "viewer_frames": [len(probe.frames) for probe in probes],
+        # Newest seq each viewer decoded: one that stopped receiving is far behind.
+        "viewer_last_seq": [_last_seq(probe) for probe in probes],
+        # Close code of each viewer's signaling socket before the bench closed it (None: open).
+        "viewer_close_codes": close_codes,
+        **fuzz_figures,
         "samples": samples,
     }
 
 
+def _last_seq(probe: ViewerProbe) -> int | None:
+    seqs = [frame.seq for frame in probe.frames if frame.seq is not None]
+    return max(seqs) if seqs else None
+
+
 async def run_bench(
-    base: AppConfig, seconds: float, viewers: int, demo_model: bool
+    base: AppConfig, seconds: float, viewers: int, demo_model: bool, fuzz: int = 0
 ) -> dict[str, Any]:
     """Serve ``base`` (tiny networks unless ``demo_model``) in a subprocess and soak it."""
     port = free_port()
@@ -128,11 +174,16 @@ async def run_bench(
     if demo_model:
         config = with_demo_model(config)
     with tempfile.TemporaryDirectory(prefix="anchor-soak-") as folder:
-        server = {"stamp_seq": True, "recordings_dir": str(Path(folder) / "recordings")}
+        server: dict[str, Any] = {
+            "stamp_seq": True,
+            "recordings_dir": str(Path(folder) / "recordings"),
+        }
+        if fuzz:  # the storm is answered message by message: no rate limit in the way
+            server.update(rate_limit_per_s=1e6, rate_limit_burst=1_000_000)
         config = config.model_copy(update={"server": config.server.model_copy(update=server)})
         process = start_server(config, Path(folder) / "server.log")
         try:
-            return await soak(config, process.pid, seconds, viewers)
+            return await soak(config, process.pid, seconds, viewers, fuzz)
         finally:
             process.terminate()
             process.wait(timeout=30)

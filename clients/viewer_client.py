@@ -16,6 +16,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake
 
+from clients.live_edge import LiveEdgeTrack
 from clients.producer_client import refusal
 from model.errors import AnchorError
 from server.media import read_seq
@@ -47,6 +48,9 @@ class ViewerProbe:
     # track sends while nothing is due.
     audible_audio_frames: int = 0
     peer: RTCPeerConnection | None = None
+    # The received video as read (None before the track arrives); its skipped and stale
+    # counts say how many frames the live edge dropped.
+    live_edge: LiveEdgeTrack | None = None
     _socket: ClientConnection | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _frame_event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -85,8 +89,13 @@ class ViewerProbe:
                 self.messages.append(json.loads(raw))
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        reader = self._read_video if track.kind == "video" else self._read_audio
-        self._tasks.append(asyncio.create_task(reader(track), name=f"viewer-{track.kind}"))
+        if track.kind == "video":
+            # Latest frame wins: after a stall this viewer resumes at the live edge.
+            self.live_edge = LiveEdgeTrack(track)
+            reader = self._read_video(self.live_edge)
+        else:
+            reader = self._read_audio(track)
+        self._tasks.append(asyncio.create_task(reader, name=f"viewer-{track.kind}"))
 
     async def _read_video(self, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError):
@@ -124,12 +133,19 @@ class ViewerProbe:
 
         await asyncio.wait_for(seen(), limit_s)
 
+    @property
+    def close_code(self) -> int | None:
+        """Close code of the signaling socket (None: still open, or never opened)."""
+        return self._socket.close_code if self._socket is not None else None
+
     async def close(self) -> None:
         if self._socket is not None:
             await self._socket.close()
         if self.peer is not None:
             await self.peer.close()
         await cancel_and_wait(self._tasks)
+        if self.live_edge is not None:
+            await self.live_edge.aclose()
 
 
 @dataclass

@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from model.errors import AnchorError
+from server.door import first_message
 from server.metrics import ServerMetrics
 from server.producer import run_producer
 from server.session import Session
@@ -271,8 +272,9 @@ class AnchorServer:
             verify_token(self.config.server.token_secret, token, session_id, role)
         except TokenError as err:
             return self._reject(http.HTTPStatus.UNAUTHORIZED, str(err), "token")
-        # The session is created by the handler, after a successful upgrade: a request that
-        # never becomes a WebSocket (a plain GET) must leave nothing behind.
+        # The session is created by the handler, after a successful upgrade and a valid
+        # first message (server.door): a plain GET, a silent or a garbling client must
+        # leave nothing behind.
         session = self.sessions.get(session_id)
         if session is None and len(self.sessions) >= self.config.server.max_sessions:
             message = f"server.max_sessions ({self.config.server.max_sessions}) reached"
@@ -318,9 +320,18 @@ class AnchorServer:
         role: Role = "producer" if route["kind"] == "motion" else "viewer"
         try:
             claims = self._claims(connection, route["session"], role)
+        except TokenError as err:  # expired since the handshake
+            await connection.close(1008, str(err))
+            return
+        # The session comes into being only with a valid first message (server.door); the
+        # token's expiry is checked again by ``start``.
+        first = await first_message(connection, role, self.metrics)
+        if first is None:
+            return
+        try:
             session = self._get_session(route["session"])
-        except AnchorError as err:  # expired since the handshake, or capacity taken meanwhile
-            await connection.close(1013 if not isinstance(err, TokenError) else 1008, str(err))
+        except AnchorError as err:  # capacity taken meanwhile
+            await connection.close(1013, str(err))
             return
         if session.closed:
             await connection.close(1011, "session is gone")
@@ -328,10 +339,11 @@ class AnchorServer:
         try:
             if route["kind"] == "motion":
                 await run_producer(
-                    connection, session, self.config, self.metrics, claims.expires_at
+                    connection, session, self.config, self.metrics, claims.expires_at, first
                 )
             else:
-                await run_viewer(connection, session, self.config, self.metrics)
+                assert isinstance(first, str)  # door.check_first: a viewer's offer is text
+                await run_viewer(connection, session, self.config, self.metrics, first)
         except ConnectionClosed:
             pass
         finally:

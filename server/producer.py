@@ -59,11 +59,13 @@ async def run_producer(
     config: ServerSettings,
     metrics: ServerMetrics,
     token_expires_at: float = math.inf,
+    first: str | bytes | None = None,
 ) -> None:
     """Serve one producer until it disconnects; a run still going is then ended (flushed,
     recorded) so the recording is complete and playable.
 
-    token_expires_at: Unix time the connection's token expires; ``start`` is refused after."""
+    token_expires_at: Unix time the connection's token expires; ``start`` is refused after.
+    first: the connection's first message, already received (server.door)."""
     if session.producer is not None:
         await connection.close(1008, "session already has a producer")
         return
@@ -73,6 +75,8 @@ async def run_producer(
     handler = ProducerHandler(session, config, metrics, outbox, token_expires_at)
     log.info("session %s: producer connected", session.id)
     try:
+        if first is not None:
+            await handler.handle(first)
         async for message in connection:
             if outbox.overflowed.is_set():
                 await connection.close(1008, "producer does not read its acks")

@@ -45,9 +45,15 @@ async def _status_loop(session: Session, outbox: Outbox) -> None:
 
 
 async def run_viewer(
-    connection: ServerConnection, session: Session, config: ServerSettings, metrics: ServerMetrics
+    connection: ServerConnection,
+    session: Session,
+    config: ServerSettings,
+    metrics: ServerMetrics,
+    first: str | None = None,
 ) -> None:
-    """Negotiate one viewer's peer connection and keep it until either side leaves."""
+    """Negotiate one viewer's peer connection and keep it until either side leaves.
+
+    first: the connection's first message (its offer), already received (server.door)."""
     peer = create_peer(config.server)
     outbox = Outbox(VIEWER_OUTBOX, drop_when_full=True)
     session.viewers.add(outbox)
@@ -55,22 +61,29 @@ async def run_viewer(
     sender = asyncio.create_task(send_loop(connection, outbox), name=f"viewer-send:{session.id}")
     status = asyncio.create_task(_status_loop(session, outbox), name=f"viewer-status:{session.id}")
     log.info("session %s: viewer connected (%d viewers)", session.id, len(session.viewers))
+
+    async def answer(raw: str) -> None:
+        try:
+            reply = await _signal(peer, session, loads_bounded(raw))
+        except ProtocolError as err:
+            metrics.rejected_messages.labels("signaling").inc()
+            outbox.send(err.to_message())
+            return
+        if reply is not None:
+            outbox.send(reply)
+
     try:
         messages = 0
+        if first is not None:
+            messages += 1
+            await answer(first)
         async for raw in connection:
             messages += 1
             if messages > MAX_SIGNALING_MESSAGES or isinstance(raw, bytes):
                 metrics.rejected_messages.labels("signaling").inc()
                 await connection.close(1008, "unexpected signaling traffic")
                 break
-            try:
-                reply = await _signal(peer, session, loads_bounded(raw))
-            except ProtocolError as err:
-                metrics.rejected_messages.labels("signaling").inc()
-                outbox.send(err.to_message())
-                continue
-            if reply is not None:
-                outbox.send(reply)
+            await answer(raw)
     finally:
         session.viewers.discard(outbox)
         metrics.viewers.labels(session.id).set(len(session.viewers))

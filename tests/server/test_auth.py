@@ -1,9 +1,11 @@
 """Auth at the door: malformed tokens of any encoding get 401, a request that never becomes
-a WebSocket leaves no session behind, and ``start`` rechecks the token's expiry."""
+a WebSocket, or whose first message is missing or invalid, leaves no session behind, and
+``start`` rechecks the token's expiry."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 from pathlib import Path
@@ -12,6 +14,7 @@ from urllib.parse import quote
 
 from serverkit import SECRET, run_with_server, tiny_config
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from server.tokens import mint_token
 
@@ -57,3 +60,62 @@ def test_tokens_upgrades_and_expiry(tmp_path: Path) -> None:
     assert all("malformed token" in text for _, text in outcome["non_ascii"])
     late = outcome["late_start"]
     assert (late["type"], late["field"]) == ("error", "token"), late
+
+
+def test_a_session_needs_a_valid_first_message(tmp_path: Path, monkeypatch: Any) -> None:
+    """Upgrading and then saying nothing, or garbage, creates no session and holds none of
+    server.max_sessions: garbage is answered (field named) and closed with 1008, silence
+    is closed with 1008 after door.FIRST_MESSAGE_S."""
+    from server import door
+
+    monkeypatch.setattr(door, "FIRST_MESSAGE_S", 3.0)
+    config = tiny_config(tmp_path, max_sessions=2)
+    outcome: dict[str, Any] = {}
+
+    def url(port: int, session: str, kind: str) -> str:
+        role = "producer" if kind == "motion" else "viewer"
+        token = mint_token(SECRET, session, role, 60)  # type: ignore[arg-type]
+        return f"ws://127.0.0.1:{port}/sessions/{session}/{kind}?token={token}"
+
+    async def closed(link: Any) -> int | None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(link.recv(), 30.0)
+        return link.close_code
+
+    async def body(server: Any) -> None:
+        port = server.port
+        # More silent upgrades than max_sessions: none may take a slot.
+        silent = [await connect(url(port, f"quiet{i}", kind)) for i, kind in
+                  enumerate(("view", "view", "motion"))]  # fmt: skip
+        garbage: list[tuple[str, str, str | bytes]] = [
+            ("g0", "motion", "garbage"),
+            ("g1", "motion", json.dumps({"type": "nope"})),
+            ("g2", "view", b"\x00\x01"),
+            ("g3", "view", json.dumps({"type": "candidate", "candidate": ""})),
+        ]
+        answers = []
+        for session, kind, message in garbage:
+            async with connect(url(port, session, kind)) as link:
+                await link.send(message)
+                reply = json.loads(await asyncio.wait_for(link.recv(), 30.0))
+                answers.append((reply["type"], reply["field"], await closed(link)))
+        outcome["answers"] = answers
+        outcome["sessions_before"] = set(server.sessions)
+        async with connect(url(port, "s3", "motion")) as producer:
+            await producer.send(json.dumps({"type": "start"}))
+            outcome["started"] = json.loads(await asyncio.wait_for(producer.recv(), 60.0))
+            outcome["sessions_with_producer"] = set(server.sessions)
+        outcome["silent"] = [await closed(link) for link in silent]
+
+    run_with_server(config, body)
+    assert outcome["answers"] == [
+        ("error", "message", 1008),
+        ("error", "type", 1008),
+        ("error", "message", 1008),
+        ("error", "type", 1008),
+    ]
+    assert outcome["sessions_before"] == set()
+    assert outcome["started"]["type"] == "started", outcome["started"]
+    assert outcome["sessions_with_producer"] == {"s3"}
+    assert outcome["silent"] == [1008, 1008, 1008]

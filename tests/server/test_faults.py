@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from bench.e2e import free_port, start_server
 from clients.producer_client import MotionProducer
+from clients.viewer_client import ViewerProbe
 from model.motion.demo_loop import demo_frames
 from server.app import SHUTDOWN_S
 from server.media import read_seq
@@ -114,3 +116,81 @@ def test_sigterm_with_idle_clients_exits_within_the_bound(tmp_path: Path) -> Non
     assert process.returncode == 0
     assert ended[0].get("reason") == "shutdown"
     assert closes == [1001, 1001]
+
+
+STALL_S = 4.0
+# How far behind the server's clock a resumed viewer's first frames may be (the live
+# edge's staleness bound plus jitter), far less than the stall.
+LIVE_EDGE_S = 1.5
+
+
+@pytest.mark.slow
+def test_a_stalled_viewer_resumes_at_the_live_edge(tmp_path: Path) -> None:
+    """A viewer whose event loop blocks for STALL_S (nothing read: UDP and WebSocket back up
+    in the kernel) resumes with current frames, not the backlog, and stays connected."""
+    config, process = _serve(tmp_path)
+    port = config.server.port
+    commits: list[tuple[float, int]] = []  # (monotonic time, newest committed seq)
+    resumed: list[float] = []
+    report: dict[str, Any] = {}
+    producing = threading.Event()
+    done = threading.Event()
+
+    def viewer() -> None:
+        async def watch() -> None:
+            probe = ViewerProbe(_url(port, "view"))
+            await probe.connect()
+            try:
+                await probe.wait_seq(1, 120.0)
+                report["before"] = len(probe.frames)
+                time.sleep(STALL_S)  # noqa: ASYNC251 - the point: the whole viewer stops reading
+                resumed.append(time.monotonic())
+                await probe.wait_frames(report["before"] + 60, 60.0)
+                report["frames"] = list(probe.frames)
+                report["messages"] = list(probe.messages)
+                assert probe._socket is not None
+                report["close_code"] = probe._socket.close_code
+                report["stale"] = probe.live_edge.stale if probe.live_edge else None
+            finally:
+                await probe.close()
+
+        try:
+            producing.wait(120.0)
+            asyncio.run(watch())
+        finally:
+            done.set()
+
+    async def produce() -> None:
+        async with MotionProducer(_url(port, "motion")) as producer:
+            await producer.start()
+            sending = asyncio.create_task(producer.send_frames(demo_frames(0, 3000), fps=30))
+            producing.set()
+            try:
+                while not done.is_set():
+                    if producer.committed:
+                        commits.append((time.monotonic(), producer.committed[-1]))
+                    await asyncio.sleep(0.05)
+            finally:
+                sending.cancel()
+                await asyncio.gather(sending, return_exceptions=True)
+
+    thread = threading.Thread(target=viewer, name="stalled-viewer")
+    thread.start()
+    try:
+        asyncio.run(produce())
+    finally:
+        thread.join(60)
+        process.kill()
+    assert resumed and "frames" in report, "the viewer did not receive again after its stall"
+    live = max(seq for at, seq in commits if at <= resumed[0])
+    frames = report["frames"]
+    # Video pts is the server's send clock (90 kHz): what it sent during the stall, but
+    # for its last LIVE_EDGE_S, is backlog that a viewer at the live edge never shows.
+    backlog_end = frames[report["before"] - 1].pts + (STALL_S - LIVE_EDGE_S) * 90_000
+    old = [f.seq for f in frames[report["before"] :] if f.pts < backlog_end]
+    assert len(old) <= 3, f"a burst of {len(old)} old frames after the stall: {old[:20]}"
+    after = [f.seq for f in frames[report["before"] :] if f.seq is not None]
+    assert after[-1] > live, "the viewer did not follow the live edge after resuming"
+    assert report["stale"] and report["stale"] > 0  # the backlog was there, and dropped
+    assert report["close_code"] is None
+    assert not [m for m in report["messages"] if m.get("type") in ("ended", "error")]

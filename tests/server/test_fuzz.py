@@ -28,6 +28,10 @@ ROUNDS = 45  # messages per kind
 GOOD_FRAMES = 60
 # A viewer connection takes at most 200 signaling messages (server.viewer).
 VIEWER_BATCH = 150
+# First messages that pass the door (server.door) and are then refused by the handler:
+# ``end`` with no run, an offer whose SDP is unusable. The fuzz follows on the same socket.
+OPEN_PRODUCER = json.dumps({"type": "end"})
+OPEN_VIEWER = json.dumps({"type": "offer", "sdp": "not an sdp"})
 
 
 def url(server: Any, session: str, kind: str) -> str:
@@ -47,6 +51,9 @@ async def answer(connection: ClientConnection, message: str | bytes) -> dict[str
 
 async def fuzz_producer(server: Any, errors: list[tuple[str, dict[str, Any]]]) -> None:
     async with connect(url(server, "fuzz", "motion"), max_size=None) as connection:
+        # A valid first message opens the session (server.door); garbage first is closed.
+        opened = await answer(connection, OPEN_PRODUCER)
+        assert (opened["type"], opened["field"]) == ("error", "type"), opened
         for round_index in range(ROUNDS):
             for kind, make in PRODUCER_KINDS.items():
                 errors.append((kind, await answer(connection, make(round_index))))
@@ -67,6 +74,8 @@ async def fuzz_viewers(server: Any, errors: list[tuple[str, dict[str, Any]]]) ->
     ]
     for start in range(0, len(messages), VIEWER_BATCH):
         async with connect(url(server, "fuzz", "view")) as connection:
+            opened = await answer(connection, OPEN_VIEWER)
+            assert (opened["type"], opened["field"]) == ("error", "sdp"), opened
             for kind, message in messages[start : start + VIEWER_BATCH]:
                 errors.append((kind, await answer(connection, message)))
 

@@ -144,9 +144,9 @@ def test_malformed_oversized_and_uncredited_messages_get_errors(tmp_path: Path) 
 
     async def body(server: Any) -> None:
         async with MotionProducer(ws_url(server, "s1", "motion")) as producer:
+            await producer.start()  # a garbage first message would close (server.door)
             await producer.send_raw("{not json")
             await producer.send_raw(json.dumps({"type": "dance"}))
-            await producer.start()
             bad = {"type": "frame", "seq": 0, "pts": 0.0, "body_pose": [float("nan")] * 63}
             await producer.send_raw(json.dumps(bad))
             await producer.send_raw(b"x" * 5000)  # over the limit, under the hard limit
