@@ -189,40 +189,63 @@ def test_generator_rate_must_match_the_session() -> None:
         AnchorVideoService(session, generator=BuiltinAudioToMotion(fps=30.0))
 
 
+class ReceivingPeer:
+    """A real aiortc peer that offers to receive audio and video and counts what arrives:
+    video frames (and their sizes) and audible audio frames."""
+
+    def __init__(self) -> None:
+        from aiortc import RTCConfiguration, RTCPeerConnection
+
+        from server.webrtc import enable_loopback_candidates
+
+        enable_loopback_candidates()
+        self.received = {"video": 0, "audible": 0}
+        self.sizes: set[tuple[int, int]] = set()
+        self.peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.peer.addTransceiver("audio", direction="recvonly")
+        self.peer.addTransceiver("video", direction="recvonly")
+        self._readers: list[asyncio.Task[None]] = []
+        self.peer.on("track", self._on_track)
+
+    def _on_track(self, track: Any) -> None:
+        self._readers.append(asyncio.create_task(self._read(track)))
+
+    async def _read(self, track: Any) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                if track.kind == "video":
+                    self.received["video"] += 1
+                    self.sizes.add((frame.width, frame.height))
+                elif np.abs(frame.to_ndarray()).max() > AUDIBLE_PEAK:
+                    self.received["audible"] += 1
+
+    async def close(self) -> None:
+        await self.peer.close()
+        for reader in self._readers:
+            reader.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+
+
 def test_avatar_reaches_a_webrtc_peer_through_the_small_webrtc_transport(
     factory: PipelineFactory, tmp_path: Path
 ) -> None:
     """pipecat's SmallWebRTCTransport (aiortc) sends the avatar to a real aiortc peer in this
     process: the peer decodes the 64x64 video and hears the speech."""
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-    from aiortc.mediastreams import MediaStreamError
+    from aiortc import RTCSessionDescription
     from pipecat.transports.base_transport import TransportParams
     from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
     from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 
-    from server.webrtc import enable_loopback_candidates
-
     tts = espeak_tts(tmp_path, "Hello from the anchor.")
-    received: dict[str, int] = {"video": 0, "audible": 0}
+    received: dict[str, int] = {}
     sizes: set[tuple[int, int]] = set()
 
-    async def read(track: Any) -> None:
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = await track.recv()
-                if track.kind == "video":
-                    received["video"] += 1
-                    sizes.add((frame.width, frame.height))
-                elif np.abs(frame.to_ndarray()).max() > AUDIBLE_PEAK:
-                    received["audible"] += 1
-
     async def main() -> None:
-        enable_loopback_candidates()
-        peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        peer.addTransceiver("audio", direction="recvonly")
-        peer.addTransceiver("video", direction="recvonly")
-        readers: list[asyncio.Task[None]] = []
-        peer.on("track", lambda track: readers.append(asyncio.create_task(read(track))))
+        receiver = ReceivingPeer()
+        peer = receiver.peer
         await peer.setLocalDescription(await peer.createOffer())
         connection = SmallWebRTCConnection()
         await connection.initialize(sdp=peer.localDescription.sdp, type="offer")
@@ -243,18 +266,17 @@ def test_avatar_reaches_a_webrtc_peer_through_the_small_webrtc_transport(
         service = AnchorVideoService.local(CONFIG, factory)
 
         async def script(worker: PipelineWorker) -> None:
-            await wait_until(lambda: received["video"] >= 3, 90.0)
+            await wait_until(lambda: receiver.received["video"] >= 3, 90.0)
             await worker.queue_frames(tts)
-            await wait_until(lambda: received["audible"] >= 10, 60.0)
+            await wait_until(lambda: receiver.received["audible"] >= 10, 60.0)
             await worker.queue_frame(EndFrame())
 
         try:
             await run_pipeline_async([service, transport.output()], script)
         finally:
-            await peer.close()
-            for reader in readers:
-                reader.cancel()
-            await asyncio.gather(*readers, return_exceptions=True)
+            await receiver.close()
+            received.update(receiver.received)
+            sizes.update(receiver.sizes)
 
     asyncio.run(main())
     assert sizes == {(64, 64)}
@@ -265,37 +287,22 @@ def test_avatar_reaches_a_webrtc_peer_through_the_small_webrtc_transport(
 def test_the_example_bot_speaks_to_a_webrtc_peer(monkeypatch: pytest.MonkeyPatch) -> None:
     """clients/examples/pipecat_avatar.py as shipped (its espeak-ng TTS, its signaling), on
     the tiny model through the ANCHOR_ environment: a peer offers, sees and hears the bot."""
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-    from aiortc.mediastreams import MediaStreamError
+    from aiortc import RTCSessionDescription
     from websockets.asyncio.client import connect
     from websockets.asyncio.server import serve
 
     from clients.examples.pipecat_avatar import serve_peer
-    from server.webrtc import enable_loopback_candidates
 
     tiny = {"MODEL__PRESET": "tiny", "MODEL__DEVICE": "cpu", "SAMPLER__STEPS": "2"}
     tiny |= {"SAMPLER__WINDOW_SIZE": "4", "SAMPLER__OVERLAP": "1", "FACE__ENABLED": "false"}
     tiny |= {"RENDER__WIDTH": "64", "RENDER__HEIGHT": "64", "RENDER__FPS": str(FPS)}
     for key, value in tiny.items():
         monkeypatch.setenv(f"ANCHOR_{key}", value)
-    received = {"video": 0, "audible": 0}
-
-    async def read(track: Any) -> None:
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = await track.recv()
-                if track.kind == "video":
-                    received["video"] += 1
-                elif np.abs(frame.to_ndarray()).max() > AUDIBLE_PEAK:
-                    received["audible"] += 1
+    received: dict[str, int] = {}
 
     async def main() -> None:
-        enable_loopback_candidates()
-        peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        peer.addTransceiver("audio", direction="recvonly")
-        peer.addTransceiver("video", direction="recvonly")
-        readers: list[asyncio.Task[None]] = []
-        peer.on("track", lambda track: readers.append(asyncio.create_task(read(track))))
+        receiver = ReceivingPeer()
+        peer = receiver.peer
         async with serve(serve_peer, "127.0.0.1", 0) as server:
             port = server.sockets[0].getsockname()[1]
             async with connect(f"ws://127.0.0.1:{port}/") as socket:
@@ -304,13 +311,10 @@ def test_the_example_bot_speaks_to_a_webrtc_peer(monkeypatch: pytest.MonkeyPatch
                 await socket.send(json.dumps(offer))
                 answer = json.loads(await socket.recv())
                 await peer.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-                await wait_until(
-                    lambda: min(received["video"] // 3, received["audible"] // 10), 120.0
-                )
-                await peer.close()  # the bot's pipeline ends with the peer
-            for reader in readers:
-                reader.cancel()
-            await asyncio.gather(*readers, return_exceptions=True)
+                counts = receiver.received
+                await wait_until(lambda: min(counts["video"] // 3, counts["audible"] // 10), 120.0)
+                await receiver.close()  # the bot's pipeline ends with the peer
+        received.update(receiver.received)
 
     asyncio.run(main())
     assert received["video"] >= 3 and received["audible"] >= 10
