@@ -68,6 +68,8 @@ def test_session_publishes_into_janus_and_a_subscriber_receives_its_frames(
 
         async def body(server: Any) -> None:
             async with MotionProducer(producer_url(server, "anchor1")) as producer:
+                # The session exists once its producer's first message (start) is accepted.
+                await producer.start()
                 session = server.sessions["anchor1"]
                 await wait_until(
                     lambda: session.broadcast.janus_feed is not None, 30.0, "publishing"
@@ -76,7 +78,6 @@ def test_session_publishes_into_janus_and_a_subscriber_receives_its_frames(
                 viewer = JanusViewerProbe(janus.url, audio=True, room=ROOM, display="anchor1")
                 await viewer.connect()
                 try:
-                    await producer.start()
                     await producer.send_frames(demo_frames(0, FRAMES), fps=30.0)
                     results["ended"] = await producer.end()
                     await viewer.wait_seq(FRAMES - 1, 60.0)
@@ -131,13 +132,14 @@ def test_unreachable_janus_is_reported_in_the_status_and_the_session_still_runs(
 
     async def body(server: Any) -> None:
         async with MotionProducer(producer_url(server, "s")) as producer:
+            # The session exists once its producer's first message (start) is accepted.
+            await producer.start()
             session = server.sessions["s"]
             await wait_until(
                 lambda: session.status()["broadcast"]["janus"].startswith("error"), 30.0, "error"
             )
             status = session.status()["broadcast"]["janus"]
             assert f"cannot connect to {url}" in status, status
-            await producer.start()
             await producer.send_frames(demo_frames(0, 4))
             ended = await producer.end()
             assert ended["committed"] == 4
