@@ -168,17 +168,13 @@ def load_face_enhancer(
         )
     processor = clip_processor(clip, folder / "clip")
     appearance = encode_appearance(clip, read_image(Path(image_path), face.size), processor)
-    return FaceEnhancer(
+    return FaceEnhancer.configured(
         unet,
         controlnet,
         decoder_vae,
         appearance,
         null_embedding,
         frame_scheduler(face.scheduler, SD15_SCHEDULER_CONFIG, face.steps, face.seed),
-        size=face.size,
-        guidance_scale=face.guidance_scale,
-        controlnet_scale=face.controlnet_scale,
-        seed=face.seed,
+        face,
         encoder_vae=encoder_vae,
-        masked_latent=face.masked_latent,
     )

@@ -250,19 +250,15 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
         face_reference = (
             reference if face.reference_image is None else read_image(face.reference_image)
         )
-        enhancer = FaceEnhancer(
+        enhancer = FaceEnhancer.configured(
             networks.face_unet,
             networks.face_controlnet,
             face_decoder,
             encode_appearance(networks.clip, face_reference, processor),
             networks.face_null_embedding,
             frame_scheduler(face.scheduler, networks.face_scheduler_config, face.steps, face.seed),
-            size=face.size,
-            guidance_scale=face.guidance_scale,
-            controlnet_scale=face.controlnet_scale,
-            seed=face.seed,
+            face,
             encoder_vae=face_encoder,
-            masked_latent=face.masked_latent,
         )
     log.info(
         "model ready: preset %s, %dx%d, %s %s, attention %s",

@@ -21,6 +21,7 @@ from diffusers.models.autoencoders.autoencoder_tiny import AutoencoderTiny
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
+from model.config import FaceConfig
 from model.guided import controlnet_unet_noise, uses_guidance
 from model.scheduling import PerFrameScheduler
 from model.sgdm import conditioning_embedding, vae_decode, vae_encode
@@ -38,6 +39,34 @@ class FaceEnhancer:
     authors') a draw from a generator seeded with ``seed`` for each frame, so every frame
     draws the same noise whatever the batch.
     """
+
+    @classmethod
+    def configured(
+        cls,
+        unet: UNet2DConditionModel,
+        controlnet: ControlNetModel,
+        vae: Autoencoder,
+        appearance: torch.Tensor,
+        null_embedding: torch.Tensor,
+        scheduler: PerFrameScheduler,
+        face: FaceConfig,
+        encoder_vae: Autoencoder | None = None,
+    ) -> FaceEnhancer:
+        """The enhancer with the ``face`` section's size, scales, seed and masked latent."""
+        return cls(
+            unet,
+            controlnet,
+            vae,
+            appearance,
+            null_embedding,
+            scheduler,
+            size=face.size,
+            guidance_scale=face.guidance_scale,
+            controlnet_scale=face.controlnet_scale,
+            seed=face.seed,
+            encoder_vae=encoder_vae,
+            masked_latent=face.masked_latent,
+        )
 
     def __init__(
         self,

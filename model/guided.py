@@ -18,6 +18,7 @@ diffusers' own.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -207,3 +208,54 @@ def guided_branches(
         torch.cat([conditions, conditions]),
     )
     return noise[:windows], noise[windows:]
+
+
+class GuidedPrediction(ABC):
+    """Classifier-free guided prediction over a class's ``denoise_windows``: shared by the
+    torch ``SGDMDenoiser`` and ``OnnxDenoiser``.
+
+    The subclass provides ``denoise_windows`` (unguided noise of a batch of windows, see
+    ``guided_branches``), ``appearance`` and ``null_embedding`` ((T, D) float32) and
+    ``guidance_scale``.
+    """
+
+    appearance: torch.Tensor
+    null_embedding: torch.Tensor
+    guidance_scale: float
+
+    @abstractmethod
+    def denoise_windows(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        hidden_states: torch.Tensor,
+        conditions: torch.Tensor,
+    ) -> torch.Tensor:
+        """Unguided noise (B, F, C, h, w) float32 of B windows with per-window tokens."""
+
+    @property
+    def uses_guidance(self) -> bool:
+        return uses_guidance(self.guidance_scale)
+
+    def predict_branches(
+        self, latents: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(cond, uncond) noise, each (W, F, C, h, w) float32; uncond is None without CFG.
+
+        Both halves run in one batched call: [W cond windows; W uncond windows].
+        """
+        return guided_branches(
+            self.denoise_windows,
+            latents,
+            timesteps,
+            conditions,
+            self.appearance,
+            self.null_embedding,
+            self.uses_guidance,
+        )
+
+    def predict(
+        self, latents: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor
+    ) -> torch.Tensor:
+        """Guided noise (W, F, C, h, w) float32 for W windows (see WindowDenoiser.predict)."""
+        return guide(*self.predict_branches(latents, timesteps, conditions), self.guidance_scale)

@@ -22,7 +22,7 @@ import torch
 
 from model.config import ModelConfig, SamplerConfig
 from model.errors import AnchorError
-from model.guided import guide, guided_branches, uses_guidance
+from model.guided import GuidedPrediction
 
 if TYPE_CHECKING:
     from onnxruntime import InferenceSession
@@ -140,7 +140,7 @@ def _run(session: InferenceSession, feeds: dict[str, torch.Tensor]) -> torch.Ten
     return torch.from_numpy(session.run(None, arrays)[0])
 
 
-class OnnxDenoiser:
+class OnnxDenoiser(GuidedPrediction):
     """Body SGDM on ONNX Runtime behind the ``WindowDenoiser`` contract (model/denoiser.py).
 
     Both CFG halves of a call go through ``denoiser.onnx`` in one run (its window axis is
@@ -176,10 +176,6 @@ class OnnxDenoiser:
         self.image_height = self.image_width = int(manifest["image_size"])
         self.latent_channels = int(manifest["latent_channels"])
         self.latent_height = self.latent_width = int(manifest["latent_size"])
-
-    @property
-    def uses_guidance(self) -> bool:
-        return uses_guidance(self.guidance_scale)
 
     def encode_conditions(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) float32 [0, 1] -> (N, C0, H/8, W/8) embedding (cached
@@ -218,26 +214,6 @@ class OnnxDenoiser:
                 "controlnet_scale": torch.tensor(self.controlnet_scale, dtype=torch.float32),
             },
         )
-
-    def predict_branches(
-        self, latents: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(cond, uncond) noise, each (W, F, C, h, w) float32; uncond is None without CFG."""
-        return guided_branches(
-            self.denoise_windows,
-            latents,
-            timesteps,
-            conditions,
-            self.appearance,
-            self.null_embedding,
-            self.uses_guidance,
-        )
-
-    def predict(
-        self, latents: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor
-    ) -> torch.Tensor:
-        """Guided noise (W, F, C, h, w) float32 for W windows (see WindowDenoiser.predict)."""
-        return guide(*self.predict_branches(latents, timesteps, conditions), self.guidance_scale)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(N, C, h, w) latents -> (N, 3, H, W) float32 images in [0, 1] on the CPU."""

@@ -19,11 +19,9 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from model.attention import WindowContext, install_attention, set_window_groupnorm
 from model.config import AttentionMode, ControlNetResiduals, ModelConfig, SamplerConfig
 from model.guided import (
+    GuidedPrediction,
     controlnet_unet_noise,
-    guide,
-    guided_branches,
     install_mid_block_residual,
-    uses_guidance,
 )
 from model.tiny_vae import Autoencoder
 
@@ -63,7 +61,7 @@ def vae_decode(vae: Autoencoder, latents: torch.Tensor, chunk: int = 16) -> torc
     return torch.cat(frames) if frames else latents.new_zeros((0, 3, 0, 0))
 
 
-class SGDMDenoiser:
+class SGDMDenoiser(GuidedPrediction):
     """Body SGDM behind the ``WindowDenoiser`` contract (see model/denoiser.py).
 
     appearance, null_embedding: (T, D) float32 CLIP tokens of the reference frame and the
@@ -171,10 +169,6 @@ class SGDMDenoiser:
             )
         self.appearance = appearance.float()
 
-    @property
-    def uses_guidance(self) -> bool:
-        return uses_guidance(self.guidance_scale)
-
     def encode_conditions(self, images: torch.Tensor) -> torch.Tensor:
         """Mesh renders (N, 3, H, W) float32 [0, 1] -> per-frame conditions.
 
@@ -227,29 +221,6 @@ class SGDMDenoiser:
                 residuals=self.controlnet_residuals,
             )
         return noise.reshape(latents.shape)
-
-    def predict_branches(
-        self, latents: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(cond, uncond) noise, each (W, F, C, h, w) float32; uncond is None without CFG.
-
-        Both halves run in one batched call: [W cond windows; W uncond windows].
-        """
-        return guided_branches(
-            self.denoise_windows,
-            latents,
-            timesteps,
-            conditions,
-            self.appearance,
-            self.null_embedding,
-            self.uses_guidance,
-        )
-
-    def predict(
-        self, latents: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor
-    ) -> torch.Tensor:
-        """Guided noise (W, F, C, h, w) float32 for W windows (see WindowDenoiser.predict)."""
-        return guide(*self.predict_branches(latents, timesteps, conditions), self.guidance_scale)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(N, C, h, w) latents -> (N, 3, H, W) float32 images in [0, 1] on the CPU."""
