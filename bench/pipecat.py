@@ -36,6 +36,8 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from bench.audio2motion import speech_like
 
 if TYPE_CHECKING:
+    from pipecat.pipeline.worker import PipelineWorker
+
     from app.config import AppConfig
     from clients.pipecat import AnchorVideoService
 
@@ -148,22 +150,30 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-async def measure(service: AnchorVideoService, idle_s: float = 1.0) -> dict[str, Any]:
-    """Run the scenario of the module docstring through ``service``; the figures."""
+async def start_pipeline(
+    processors: list[Any],
+) -> tuple[PipelineWorker, asyncio.Task[None]]:
+    """``Pipeline(processors)`` in a PipelineWorker (metrics on, no RTVI, no idle cancel) run
+    by a WorkerRunner as a task; (worker, the runner's task), which the caller ends."""
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.pipeline.worker import PipelineParams, PipelineWorker
     from pipecat.workers.runner import WorkerRunner
 
-    probe = AvatarProbe()
     worker = PipelineWorker(
-        Pipeline([service, probe]),
+        Pipeline(processors),
         params=PipelineParams(enable_metrics=True),
         enable_rtvi=False,
         cancel_on_idle_timeout=False,
     )
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(worker)
-    running = asyncio.create_task(runner.run())
+    return worker, asyncio.create_task(runner.run())
+
+
+async def measure(service: AnchorVideoService, idle_s: float = 1.0) -> dict[str, Any]:
+    """Run the scenario of the module docstring through ``service``; the figures."""
+    probe = AvatarProbe()
+    worker, running = await start_pipeline([service, probe])
     fps = service.fps
     try:
         await probe.wait(lambda: len(probe.shown) >= 1, 300.0)

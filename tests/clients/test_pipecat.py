@@ -22,12 +22,10 @@ import numpy as np
 import pytest
 from a2m_helpers import synthesize
 from pipecat.frames.frames import EndFrame, InterruptionFrame, TTSAudioRawFrame
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.frame_processor import FrameProcessor
-from pipecat.workers.runner import WorkerRunner
 
-from bench.pipecat import AvatarProbe, av_offsets_ms, wait_until
+from bench.pipecat import AvatarProbe, av_offsets_ms, start_pipeline, wait_until
 from clients.pipecat import AnchorVideoService
 from clients.pipecat_sessions import RemoteAvatarSession
 from model.audio2motion import BuiltinAudioToMotion
@@ -71,15 +69,7 @@ async def run_pipeline_async(
     processors: list[FrameProcessor], script: Any, limit_s: float = 120.0
 ) -> None:
     """Run ``Pipeline(processors)`` while ``script(worker)`` drives it; the script ends it."""
-    worker = PipelineWorker(
-        Pipeline(processors),
-        params=PipelineParams(enable_metrics=True),
-        enable_rtvi=False,
-        cancel_on_idle_timeout=False,
-    )
-    runner = WorkerRunner(handle_sigint=False)
-    await runner.add_workers(worker)
-    running = asyncio.create_task(runner.run())
+    worker, running = await start_pipeline(processors)
     try:
         await asyncio.wait_for(script(worker), limit_s)
         await asyncio.wait_for(running, limit_s)
