@@ -35,6 +35,8 @@ def demo_model_settings(folder: Path = DEMO_MODEL) -> dict[str, dict[str, Any]]:
             "controlnet_scale": float(meta["controlnet_scale"]),
             "window_size": int(meta["window_size"]),
             "overlap": int(meta["overlap"]),
+            # "lcm" for a consistency-distilled student (anchor distill).
+            "scheduler": meta.get("scheduler", "ddim"),
         },
         "render": {"width": size, "height": size},
         "face": {"enabled": False},
@@ -47,6 +49,7 @@ def demo_model_settings(folder: Path = DEMO_MODEL) -> dict[str, dict[str, Any]]:
             "steps": int(face["steps"]),
             "guidance_scale": float(face["guidance_scale"]),
             "controlnet_scale": float(face["controlnet_scale"]),
+            "scheduler": face.get("scheduler", "ddim"),
         }
     return settings
 

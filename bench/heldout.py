@@ -141,6 +141,7 @@ def bundle_sampler(meta: dict[str, Any], sampler: SamplerConfig) -> SamplerConfi
             "controlnet_scale": float(meta.get("controlnet_scale", 1.0)),
             "window_size": int(meta.get("window_size", 8)),
             "overlap": int(meta.get("overlap", 2)),
+            "scheduler": meta.get("scheduler", "ddim"),
         }
     )
 
@@ -157,6 +158,7 @@ def bundle_face(folder: Path, meta: dict[str, Any], face: FaceConfig) -> FaceCon
             "steps": int(settings["steps"]),
             "guidance_scale": float(settings["guidance_scale"]),
             "controlnet_scale": float(settings.get("controlnet_scale", 1.0)),
+            "scheduler": settings.get("scheduler", "ddim"),
         }
     )
 

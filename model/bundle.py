@@ -20,6 +20,7 @@ the null embedding (``anchor train face --clip BUNDLE/clip``), and ``bundle.json
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ from model.sgdm import SGDMDenoiser
 from model.tiny_vae import with_tiny_vae
 from model.video_io import read_image
 
+log = logging.getLogger("anchor.bundle")
+
 BUNDLE_META = "bundle.json"
 REFERENCE = "reference.png"
 FACE_PART = "head"
@@ -50,6 +53,27 @@ def bundle_meta(folder: Path) -> dict[str, Any]:
     """``bundle.json`` (empty when absent)."""
     path = folder / BUNDLE_META
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def part_scheduler_config(folder: Path, part: str, kind: str) -> dict[str, Any]:
+    """The scheduler config a part samples with: ``<part>/scheduler/scheduler_config.json``
+    when the bundle carries one (a consistency student, ``anchor distill``), else SD1.5's.
+
+    A student sampled with DDIM (``kind`` "ddim") still runs, but is logged: it was
+    distilled for the LCM sampler."""
+    path = folder / part / "scheduler" / "scheduler_config.json"
+    if not path.is_file():
+        return dict(SD15_SCHEDULER_CONFIG)
+    config: dict[str, Any] = json.loads(path.read_text())
+    if config.get("_class_name") == "LCMScheduler" and kind != "lcm":
+        log.warning(
+            "bundle %s: %s is a consistency-distilled student; sample it with scheduler = "
+            "'lcm' (sampler.scheduler / face.scheduler), not %r",
+            folder,
+            part,
+            kind,
+        )
+    return config
 
 
 def has_face_model(folder: Path) -> bool:
@@ -112,7 +136,10 @@ def load_bundle(
         encoder_vae=encoder_vae,
     )
     scheduler = frame_scheduler(
-        sampler.scheduler, SD15_SCHEDULER_CONFIG, sampler.steps, sampler.seed
+        sampler.scheduler,
+        part_scheduler_config(folder, "body", sampler.scheduler),
+        sampler.steps,
+        sampler.seed,
     )
     enhancer = None
     if face is not None and face.enabled:
@@ -174,7 +201,12 @@ def load_face_enhancer(
         decoder_vae,
         appearance,
         null_embedding,
-        frame_scheduler(face.scheduler, SD15_SCHEDULER_CONFIG, face.steps, face.seed),
+        frame_scheduler(
+            face.scheduler,
+            part_scheduler_config(folder, FACE_PART, face.scheduler),
+            face.steps,
+            face.seed,
+        ),
         face,
         encoder_vae=encoder_vae,
     )

@@ -25,6 +25,7 @@ def register(commands: Any) -> None:
     _register_synth(commands)
     _register_prepare(commands)
     _register_train(commands)
+    _register_distill(commands)
 
 
 def _register_synth(commands: Any) -> None:
@@ -322,4 +323,90 @@ def _distil_command(args: argparse.Namespace, config: AppConfig) -> int:
     )
     figures = distil_tiny_vae(run, train_config(args, config), config.model)
     print(json.dumps(figures))
+    return 0
+
+
+def _register_distill(commands: Any) -> None:
+    distill = commands.add_parser(
+        "distill",
+        help="distil a trained body or face model into a 1-4 step consistency student",
+        description=(
+            "Latent consistency distillation (LCM) of the teacher bundle's body or face "
+            "model: a skipping-step DDIM solver on the teacher at its CFG scale (baked into "
+            "the student), an EMA target network, the student initialised from the teacher. "
+            "The loop is anchor train's (accelerate, --resume, checkpoints, progress); "
+            "OUT/final is the teacher's bundle with the student and the LCM scheduler it "
+            "samples with. Hyper-parameters come from [train]; the flags override it."
+        ),
+    )
+    what = distill.add_subparsers(dest="distill_what", metavar="WHAT", required=True)
+    for kind in ("body", "face"):
+        parser = what.add_parser(kind, help=f"distil the {kind} model")
+        parser.add_argument(
+            "--teacher", type=Path, required=True, help="the teacher bundle (anchor train's final/)"
+        )
+        parser.add_argument(
+            "--data", type=Path, action="append", required=True, help="dataset (repeatable)"
+        )
+        parser.add_argument("--out", type=Path, required=True, help="output folder")
+        parser.add_argument(
+            "--guidance-scale", type=float, default=1.0,
+            help="the teacher's CFG scale, baked into the student (1: no CFG)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--solver-steps", type=int, default=50, help="DDIM solver grid (LCM: 50 of 1000)"
+        )
+        parser.add_argument(
+            "--target-decay", type=float, default=0.95, help="EMA decay of the target network"
+        )
+        parser.add_argument(
+            "--student-steps", type=int, default=2, help="LCM steps bundle.json suggests"
+        )
+        parser.add_argument("--steps", type=int, default=None, help="train.steps")
+        parser.add_argument("--batch-size", type=int, default=None, help="train.batch_size")
+        parser.add_argument("--lr", type=float, default=None, help="train.learning_rate")
+        parser.add_argument("--seed", type=int, default=None, help="train.seed")
+        parser.add_argument("--checkpoint-every", type=int, default=None)
+        parser.add_argument("--warmup-steps", type=int, default=None, help="train.warmup_steps")
+        parser.add_argument(
+            "--perturbation-probability", type=float, default=None,
+            help="train.perturbation_probability",
+        )  # fmt: skip
+        parser.add_argument(
+            "--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default=None
+        )
+        parser.add_argument(
+            "--image-size", type=int, default=None, help="train at this size (default: data's)"
+        )
+        parser.add_argument(
+            "--resume", nargs="?", const="latest", default=None,
+            help="continue from OUT's latest checkpoint (or the one given)",
+        )  # fmt: skip
+        parser.set_defaults(
+            handler=distill_command,
+            distill_kind=kind,
+            validate_every=None,
+            ema=None,
+            condition_dropout=None,
+        )
+
+
+def distill_command(args: argparse.Namespace, config: AppConfig) -> int:
+    """Handler of ``anchor distill body|face``."""
+    from model.training.student import DistillRun, distil_student
+
+    run = DistillRun(
+        kind=args.distill_kind,
+        teacher=args.teacher,
+        data=list(args.data),
+        out=args.out,
+        guidance_scale=args.guidance_scale,
+        solver_steps=args.solver_steps,
+        target_decay=args.target_decay,
+        student_steps=args.student_steps,
+        image_size=args.image_size,
+        resume=args.resume,
+    )
+    final = distil_student(run, train_config(args, config), config.model)
+    print(json.dumps({"final": str(final) if final else None}))
     return 0

@@ -190,13 +190,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
 
-    def _loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
-        device = self.accelerator.device
-        batch = {name: value.to(device) for name, value in batch.items()}
-        if self.run.kind == "vae":
-            return vae_loss(self.trained[0], batch["target"], self.config.vae_kl_weight, generator)
+    def _inputs(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """A diffusion batch on the device: scaled target latents, condition images,
+        appearance tokens (null where dropped) and the face model's inpainting channels."""
         assert self.frozen is not None
-        unet, controlnet = self.trained
         latents = encode_latents(self.frozen.vae, batch["target"], generator)
         tokens = appearance_tokens(
             self.frozen.clip, batch["reference"], batch["drop"], self.frozen.null_embedding
@@ -204,15 +203,17 @@ class Trainer:
         extra = None
         if self.run.kind == "face":
             extra = inpainting_channels(self.frozen.vae, batch["target"], batch["mask"])
+        return latents, batch["condition"], tokens, extra
+
+    def _loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        device = self.accelerator.device
+        batch = {name: value.to(device) for name, value in batch.items()}
+        if self.run.kind == "vae":
+            return vae_loss(self.trained[0], batch["target"], self.config.vae_kl_weight, generator)
+        unet, controlnet = self.trained
+        latents, condition, tokens, extra = self._inputs(batch, generator)
         return diffusion_loss(
-            unet,
-            controlnet,
-            self.noise_scheduler,
-            latents,
-            batch["condition"],
-            tokens,
-            generator,
-            extra,
+            unet, controlnet, self.noise_scheduler, latents, condition, tokens, generator, extra
         )
 
     def step(self, step: int, batch: dict[str, torch.Tensor]) -> float:
