@@ -37,6 +37,7 @@ def demo_model_settings(folder: Path = DEMO_MODEL) -> dict[str, dict[str, Any]]:
             "overlap": int(meta["overlap"]),
             # "lcm" for a consistency-distilled student (anchor distill).
             "scheduler": meta.get("scheduler", "ddim"),
+            "lcm_strength": float(meta.get("lcm_strength", 1.0)),
         },
         "render": {"width": size, "height": size},
         "face": {"enabled": False},
@@ -50,6 +51,7 @@ def demo_model_settings(folder: Path = DEMO_MODEL) -> dict[str, dict[str, Any]]:
             "guidance_scale": float(face["guidance_scale"]),
             "controlnet_scale": float(face["controlnet_scale"]),
             "scheduler": face.get("scheduler", "ddim"),
+            "lcm_strength": float(face.get("lcm_strength", 1.0)),
         }
     return settings
 

@@ -142,6 +142,7 @@ def bundle_sampler(meta: dict[str, Any], sampler: SamplerConfig) -> SamplerConfi
             "window_size": int(meta.get("window_size", 8)),
             "overlap": int(meta.get("overlap", 2)),
             "scheduler": meta.get("scheduler", "ddim"),
+            "lcm_strength": float(meta.get("lcm_strength", 1.0)),
         }
     )
 
@@ -159,6 +160,7 @@ def bundle_face(folder: Path, meta: dict[str, Any], face: FaceConfig) -> FaceCon
             "guidance_scale": float(settings["guidance_scale"]),
             "controlnet_scale": float(settings.get("controlnet_scale", 1.0)),
             "scheduler": settings.get("scheduler", "ddim"),
+            "lcm_strength": float(settings.get("lcm_strength", 1.0)),
         }
     )
 

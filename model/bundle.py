@@ -140,6 +140,7 @@ def load_bundle(
         part_scheduler_config(folder, "body", sampler.scheduler),
         sampler.steps,
         sampler.seed,
+        sampler.lcm_strength,
     )
     enhancer = None
     if face is not None and face.enabled:
@@ -206,6 +207,7 @@ def load_face_enhancer(
             part_scheduler_config(folder, FACE_PART, face.scheduler),
             face.steps,
             face.seed,
+            face.lcm_strength,
         ),
         face,
         encoder_vae=encoder_vae,

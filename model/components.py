@@ -256,7 +256,13 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
             face_decoder,
             encode_appearance(networks.clip, face_reference, processor),
             networks.face_null_embedding,
-            frame_scheduler(face.scheduler, networks.face_scheduler_config, face.steps, face.seed),
+            frame_scheduler(
+                face.scheduler,
+                networks.face_scheduler_config,
+                face.steps,
+                face.seed,
+                face.lcm_strength,
+            ),
             face,
             encoder_vae=face_encoder,
         )
@@ -270,7 +276,11 @@ def _torch_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConf
         model.attention,
     )
     scheduler = frame_scheduler(
-        sampler.scheduler, networks.scheduler_config, sampler.steps, sampler.seed
+        sampler.scheduler,
+        networks.scheduler_config,
+        sampler.steps,
+        sampler.seed,
+        sampler.lcm_strength,
     )
     return Components(denoiser, scheduler, enhancer, appearance, device, dtype)
 
@@ -305,7 +315,9 @@ def _onnx_components(model: ModelConfig, sampler: SamplerConfig, face: FaceConfi
     if model.preset == "sd15":
         sd = require_folder(model.sd_path, "model.sd_path")
         scheduler_config = dict(load_ddim_scheduler(sd, "model.sd_path").config)
-    scheduler = frame_scheduler(sampler.scheduler, scheduler_config, sampler.steps, sampler.seed)
+    scheduler = frame_scheduler(
+        sampler.scheduler, scheduler_config, sampler.steps, sampler.seed, sampler.lcm_strength
+    )
     log.info(
         "model ready: preset %s from %s, %dx%d, onnxruntime on %s, attention %s",
         model.preset,

@@ -110,6 +110,10 @@ class SamplerConfig(Section):
     # cached predictions. Live sessions need a streaming mode (exact or low).
     mode: SamplerMode = "low"
     scheduler: SchedulerKind = "ddim"
+    # LCM only: the share of the distillation schedule sampled (diffusers' LCMScheduler
+    # ``strength``): 1 starts at timestep 999; a student distilled with ``--strength 0.5``
+    # starts from noise at 499, as its bundle.json says.
+    lcm_strength: float = Field(1.0, gt=0.0, le=1.0)
     steps: int = Field(20, ge=1, le=1000)
     guidance_scale: float = Field(7.5, ge=0.0)
     controlnet_scale: float = Field(2.0, ge=0.0)
@@ -143,6 +147,7 @@ class FaceConfig(Section):
     # authors: 512); the paste-back warps with that same alignment. None = ``size``.
     align_size: int | None = Field(None, ge=32)
     scheduler: SchedulerKind = "ddim"
+    lcm_strength: float = Field(1.0, gt=0.0, le=1.0)  # as sampler.lcm_strength
     steps: int = Field(20, ge=1, le=1000)
     guidance_scale: float = Field(3.5, ge=0.0)
     controlnet_scale: float = Field(1.0, ge=0.0)

@@ -92,11 +92,13 @@ class LCMFrameScheduler:
 
     per_frame_stateless = True
 
-    def __init__(self, scheduler: LCMScheduler, steps: int, seed: int = 0) -> None:
+    def __init__(
+        self, scheduler: LCMScheduler, steps: int, seed: int = 0, strength: float = 1.0
+    ) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.scheduler: LCMScheduler = LCMScheduler.from_config(scheduler.config)
-        self.scheduler.set_timesteps(steps)
+        self.scheduler.set_timesteps(steps, strength=strength)
         if self.scheduler.config["prediction_type"] != "epsilon":
             raise ValueError(
                 "LCM sampling supports prediction_type 'epsilon' only, got "
@@ -104,13 +106,19 @@ class LCMFrameScheduler:
             )
         self.steps = steps
         self.seed = seed
+        self.strength = strength
         self.timesteps: torch.Tensor = self.scheduler.timesteps.to(torch.int64).cpu()
         self.init_noise_sigma = float(self.scheduler.init_noise_sigma)
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], steps: int, seed: int = 0) -> LCMFrameScheduler:
-        """From any SD scheduler config dict (DDIM's, PNDM's, LCM's: the same tables)."""
-        return cls(LCMScheduler.from_config(config), steps, seed)
+    def from_config(
+        cls, config: dict[str, Any], steps: int, seed: int = 0, strength: float = 1.0
+    ) -> LCMFrameScheduler:
+        """From any SD scheduler config dict (DDIM's, PNDM's, LCM's: the same tables).
+
+        strength: diffusers' LCM ``strength``: the share of the distillation timesteps
+        sampled (0.5: the first step at 499 instead of 999)."""
+        return cls(LCMScheduler.from_config(config), steps, seed, strength)
 
     @classmethod
     def sd15(cls, steps: int, seed: int = 0) -> LCMFrameScheduler:
@@ -118,8 +126,8 @@ class LCMFrameScheduler:
         return cls.from_config(SD15_SCHEDULER_CONFIG, steps, seed)
 
     def with_steps(self, steps: int) -> LCMFrameScheduler:
-        """The same schedule and noise seed with another number of steps."""
-        return LCMFrameScheduler(self.scheduler, steps, self.seed)
+        """The same schedule, strength and noise seed with another number of steps."""
+        return LCMFrameScheduler(self.scheduler, steps, self.seed, self.strength)
 
     def step_noise(self, step_index: int, shape: tuple[int, ...]) -> torch.Tensor:
         """The re-noising Gaussian of step ``step_index``: ``shape`` float32 on the CPU."""
@@ -158,14 +166,19 @@ PerFrameScheduler = DDIMFrameScheduler | LCMFrameScheduler
 
 
 def frame_scheduler(
-    kind: SchedulerKind, config: dict[str, Any], steps: int, seed: int = 0
+    kind: SchedulerKind,
+    config: dict[str, Any],
+    steps: int,
+    seed: int = 0,
+    lcm_strength: float = 1.0,
 ) -> PerFrameScheduler:
     """The ``kind`` scheduler (``sampler.scheduler`` / ``face.scheduler``) from a diffusers
-    scheduler config, ``steps`` steps; ``seed`` seeds LCM's per-step noise (DDIM has none)."""
+    scheduler config, ``steps`` steps; ``seed`` seeds LCM's per-step noise (DDIM has none),
+    ``lcm_strength`` its share of the schedule (``sampler.lcm_strength``)."""
     if kind == "ddim":
         return DDIMFrameScheduler.from_config(config, steps)
     if kind == "lcm":
-        return LCMFrameScheduler.from_config(config, steps, seed)
+        return LCMFrameScheduler.from_config(config, steps, seed, lcm_strength)
     raise ValueError(f"unknown scheduler {kind!r}: expected 'ddim' or 'lcm'")
 
 

@@ -362,6 +362,10 @@ def _register_distill(commands: Any) -> None:
         parser.add_argument(
             "--student-steps", type=int, default=2, help="LCM steps bundle.json suggests"
         )
+        parser.add_argument(
+            "--strength", type=float, default=1.0,
+            help="share of the schedule trained and sampled (LCM strength; 0.5: from t=499)",
+        )  # fmt: skip
         parser.add_argument("--steps", type=int, default=None, help="train.steps")
         parser.add_argument("--batch-size", type=int, default=None, help="train.batch_size")
         parser.add_argument("--lr", type=float, default=None, help="train.learning_rate")
@@ -404,6 +408,7 @@ def distill_command(args: argparse.Namespace, config: AppConfig) -> int:
         solver_steps=args.solver_steps,
         target_decay=args.target_decay,
         student_steps=args.student_steps,
+        strength=args.strength,
         image_size=args.image_size,
         resume=args.resume,
     )

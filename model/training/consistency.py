@@ -6,6 +6,11 @@ timesteps) restricted to ``solver_steps`` of them, k = 1000 / solver_steps apart
 t_n = (n + 1) k - 1 (19, 39, ..., 999 for 50), the grid diffusers' LCMScheduler samples
 from (``original_inference_steps`` 50), so the 1-8 steps of a student land on it.
 
+With ``strength`` s < 1 only the grid's first N s timesteps are trained (s = 0.5: 19 ..
+499), the ones LCMScheduler samples at that strength: the student then starts from noise
+at the top of its grid, as SD1.5's few-step DDIM ("leading" spacing: 501, 1 for two steps)
+starts the teacher from noise at 501.
+
 Per sample: n uniform, t = t_n and s = t_n - k (clamped at 0); the data latent is noised
 to t; the teacher takes one DDIM step t -> s with classifier-free guidance at
 ``guidance_scale`` (conditional = the appearance tokens, unconditional = the null
@@ -52,15 +57,20 @@ class ConsistencySchedule:
     scheduler: LCMScheduler
 
     @classmethod
-    def sd15(cls, solver_steps: int = 50) -> ConsistencySchedule:
+    def sd15(cls, solver_steps: int = 50, strength: float = 1.0) -> ConsistencySchedule:
+        """SD1.5's tables; ``strength`` keeps the first ``solver_steps * strength`` grid
+        timesteps, the ones LCMScheduler samples at that ``strength``."""
         scheduler = LCMScheduler.from_config(
             SD15_SCHEDULER_CONFIG, original_inference_steps=solver_steps
         )
         total = int(scheduler.config["num_train_timesteps"])
         if not 1 <= solver_steps <= total or total % solver_steps:
             raise ValueError(f"solver_steps must divide {total}, got {solver_steps}")
+        kept = int(solver_steps * strength)
+        if not 0.0 < strength <= 1.0 or kept < 1:
+            raise ValueError(f"strength must keep a grid timestep in (0, 1], got {strength}")
         skip = total // solver_steps
-        grid = torch.arange(1, solver_steps + 1, dtype=torch.int64) * skip - 1
+        grid = torch.arange(1, kept + 1, dtype=torch.int64) * skip - 1
         return cls(scheduler.alphas_cumprod.float(), grid, skip, scheduler)
 
     def boundary(self, timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -69,6 +69,9 @@ class DistillRun:
     solver_steps: int = 50
     target_decay: float = 0.95
     student_steps: int = 2
+    # The share of the schedule trained and sampled (diffusers' LCM strength): 1 starts
+    # the student at 999, 0.5 at 499.
+    strength: float = 1.0
     image_size: int | None = None
     resume: str | None = None
     figures: dict[str, Any] = field(default_factory=dict)
@@ -96,7 +99,10 @@ class Distiller(Trainer):
         if run.guidance_scale < 1.0:
             raise AnchorError(f"--guidance-scale must be >= 1, got {run.guidance_scale}")
         self.distill = run
-        self.schedule = ConsistencySchedule.sd15(run.solver_steps)
+        try:
+            self.schedule = ConsistencySchedule.sd15(run.solver_steps, run.strength)
+        except ValueError as err:
+            raise AnchorError(f"--solver-steps/--strength: {err}") from None
         train_run = TrainRun(
             kind=run.kind,
             data=run.data,
@@ -187,11 +193,12 @@ def student_meta(teacher: dict[str, Any], run: DistillRun, trained_steps: int) -
         teacher.get("face", {}).get("steps"),
         "guidance_scale_baked": run.guidance_scale,
         "solver": f"DDIM, {run.solver_steps} of 1000 timesteps",
+        "strength": run.strength,
         "target_decay": run.target_decay,
         "trained_steps": trained_steps,
     }  # fmt: skip
-    sampler = {"scheduler": "lcm", "steps": run.student_steps, "guidance_scale": 1.0,
-               "distilled": provenance}  # fmt: skip
+    sampler = {"scheduler": "lcm", "lcm_strength": run.strength, "steps": run.student_steps,
+               "guidance_scale": 1.0, "distilled": provenance}  # fmt: skip
     meta = copy.deepcopy(teacher)
     if run.kind == "body":
         meta.update(sampler)

@@ -30,6 +30,8 @@ from model.training.data import TrainingSamples
 from model.training.networks import initial_networks
 from model.training.student import Distiller, DistillRun
 from model.training.trainer import Trainer, TrainRun
+from streaming.frames import ConditionFrame
+from streaming.sampler import WindowSampler
 
 MODEL = ModelConfig()
 TEACHER_STEPS = 240
@@ -64,7 +66,7 @@ def student(teacher: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFa
     out = tmp_path_factory.mktemp("student")
     torch.set_num_threads(1)
     run = DistillRun("body", teacher, [synth_root / "train"], out, guidance_scale=1.5,
-                     solver_steps=10, student_steps=2)  # fmt: skip
+                     solver_steps=10, student_steps=2, strength=0.5)  # fmt: skip
     final = Distiller(run, _config(STUDENT_STEPS, 1e-3), MODEL).train().final
     assert final is not None
     return final
@@ -90,6 +92,7 @@ def test_boundary_scalings_are_the_lcm_schedulers() -> None:
 def test_student_bundle_names_its_sampler_and_teacher(student: Path, teacher: Path) -> None:
     meta = bundle_meta(student)
     assert meta["scheduler"] == "lcm" and meta["steps"] == 2 and meta["guidance_scale"] == 1.0
+    assert meta["lcm_strength"] == 0.5
     assert meta["distilled"]["teacher"] == str(teacher)
     assert meta["distilled"]["guidance_scale_baked"] == 1.5
     assert meta["distilled"]["trained_steps"] == STUDENT_STEPS
@@ -108,14 +111,17 @@ def test_student_bundle_names_its_sampler_and_teacher(student: Path, teacher: Pa
 
 def test_student_loads_and_samples_with_its_scheduler(student: Path, teacher: Path) -> None:
     """Loaded as any bundle, the student samples with the LCM scheduler of its folder."""
-    sampler = SamplerConfig(steps=2, scheduler="lcm", mode="offline", window_size=4, overlap=1)
+    sampler = SamplerConfig(steps=2, scheduler="lcm", lcm_strength=0.5, mode="offline",
+                            window_size=4, overlap=1)  # fmt: skip
     images = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     sampled = {}
     for folder in (student, teacher):
         model = ModelConfig(preset="bundle", checkpoint_path=folder, device="cpu")
         components = load_bundle(folder, model, sampler)
         assert isinstance(components.scheduler, LCMFrameScheduler)
-        assert components.scheduler.timesteps.tolist() == [999, 499]
+        # The student's grid has 10 timesteps (its scheduler/), the teacher's SD1.5's 50.
+        expected = [499, 299] if folder == student else [499, 259]
+        assert components.scheduler.timesteps.tolist() == expected
         conditions = components.denoiser.encode_conditions(images)
         sampled[folder] = offline_sample(
             components.denoiser, components.scheduler, conditions, sampler, 0
@@ -131,7 +137,7 @@ def test_student_step_beats_the_teachers_step_on_a_fixed_batch(
     latents, ONE student evaluation lands closer to the teacher's multi-step (guided) DDIM
     solution than ONE guided teacher step does, at every grid timestep checked."""
     teacher_run = DistillRun("body", teacher, [synth_root / "train"], tmp_path,
-                             guidance_scale=1.5, solver_steps=10)  # fmt: skip
+                             guidance_scale=1.5, solver_steps=10, strength=0.5)  # fmt: skip
     reference = Distiller(teacher_run, _config(1, 1e-3), MODEL)
     trained = initial_networks(str(student), "body", MODEL)
     distilled = Denoiser(trained.unet.eval(), trained.controlnet.eval())
@@ -142,7 +148,7 @@ def test_student_step_beats_the_teachers_step_on_a_fixed_batch(
     inputs = DistillBatch(latents, condition, tokens, reference.frozen.null_embedding)  # type: ignore[union-attr]
     schedule = reference.schedule
     noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(2))
-    for timestep in (299, 499, 699):
+    for timestep in (199, 299, 499):
         start = torch.full((8,), timestep)
         alpha = schedule.alpha(start, latents.device)
         noisy = alpha.sqrt() * latents + (1 - alpha).sqrt() * noise
@@ -187,3 +193,47 @@ def test_distillation_resumes_exactly(teacher: Path, synth_root: Path, tmp_path:
     for ours, theirs in zip(second._student().unet.parameters(),
                             whole._student().unet.parameters(), strict=True):  # fmt: skip
         assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("max_batch", [1, 4])
+def test_exact_streaming_with_the_student_equals_offline(student: Path, max_batch: int) -> None:
+    """Mode exact with the student (LCM, its strength) is the paper's Algorithm 1, frames
+    pushed one at a time (conditioning computed inside the model call, as the streaming
+    LCM tests explain). One window per model call: bit-identical. Stream-batched (windows
+    at different steps in one call): the CPU kernels round a batch of 4 differently from
+    offline's batches, by ~1e-6."""
+    config = SamplerConfig(mode="exact", scheduler="lcm", steps=2, lcm_strength=0.5,
+                           guidance_scale=1.0, window_size=8, overlap=2, seed=5,
+                           max_batch=max_batch)  # fmt: skip
+    model = ModelConfig(preset="bundle", checkpoint_path=student, device="cpu",
+                        cache_conditioning=False)  # fmt: skip
+    components = load_bundle(student, model, config)
+    assert components.scheduler.timesteps.tolist() == [499, 299]
+    images = torch.rand(21, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    conditions = components.denoiser.encode_conditions(images)
+    expected = offline_sample(components.denoiser, components.scheduler, conditions, config, 5)
+    sampler = WindowSampler(components.denoiser, components.scheduler, config)
+    committed = []
+    for index, image in enumerate(images):
+        committed += sampler.push([ConditionFrame(seq=index, pts=index / 30, condition=image)])
+    committed += sampler.flush()
+    assert [frame.position for frame in committed] == list(range(21))
+    streamed = torch.stack([frame.latent for frame in committed])
+    if max_batch == 1:
+        assert torch.equal(streamed, expected)
+    else:
+        assert (streamed - expected).abs().max().item() <= 1e-5
+        assert sampler.stats.predict_calls < sampler.stats.window_evaluations
+    # Two LCM steps at ws/os 8/2: the wavefront's latency is 19 frames, 0.63 s at 30 fps.
+    assert sampler.latency_frames == 19
+
+
+def test_lcm_strength_is_diffusers_lcm_strength() -> None:
+    ours = LCMFrameScheduler.from_config(
+        {**SD15_SCHEDULER_CONFIG, "original_inference_steps": 10}, 2, strength=0.5
+    )
+    reference = LCMScheduler.from_config(SD15_SCHEDULER_CONFIG, original_inference_steps=10)
+    reference.set_timesteps(2, strength=0.5)
+    assert ours.timesteps.tolist() == reference.timesteps.tolist() == [499, 299]
+    assert ours.with_steps(4).timesteps.tolist() == [499, 399, 299, 199]
+    assert ConsistencySchedule.sd15(10, 0.5).grid.tolist() == [99, 199, 299, 399, 499]
