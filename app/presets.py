@@ -57,7 +57,7 @@ def preset_fields(name: str, tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
         model = tree.get("model", {})
         size = model.get("image_size") or tree.get("render", {}).get("width", 512)
         attention = "all-frame" if int(size) <= LIVE_ALL_FRAME_MAX_SIZE else "sparse"
-        return {
+        live: dict[str, dict[str, Any]] = {
             "sampler": {"steps": 4, "guidance_scale": 1.0, "window_size": 8, "overlap": 2,
                         "mode": "low", "max_batch": 4},
             "model": {"attention": attention, "cache_conditioning": True, "precision": "auto",
@@ -65,6 +65,15 @@ def preset_fields(name: str, tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "face": {"steps": 4, "guidance_scale": 1.0, "face_temporal": False},
             "server": {"max_lag_s": 0.25},
         }  # fmt: skip
+        body, face_student = student_settings(tree)
+        if body is not None:
+            # A consistency student: the paper's exact temporal denoising at its few LCM
+            # steps (latency ((m+1)(T-1)) strides + ws - 1 frames: 19 at 2 steps, ws/os
+            # 8/2), every window of the wavefront in one model call.
+            live["sampler"].update(mode="exact", **body)
+        if face_student is not None:
+            live["face"].update(face_student)
+        return live
     if name == "cpu-tiny":
         from app.defaults import DEMO_MAX_LAG_S, demo_model_settings
 
@@ -74,3 +83,34 @@ def preset_fields(name: str, tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
         fields["server"] = {"max_lag_s": DEMO_MAX_LAG_S}
         return fields
     raise KeyError(name)
+
+
+def student_settings(tree: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Sampler and face fields (scheduler, steps, lcm_strength) of the configured body and
+    face students (``anchor distill``), None for a part that is not one: the bundle's
+    ``bundle.json`` names the LCM scheduler for it (``model.preset = "bundle"``, or the
+    embedded demo bundle when no source chooses a model) and no source sets another
+    scheduler. (An LCM-LoRA on SD1.5 weights keeps the live preset's 4 low-mode steps.)"""
+    import json
+    from pathlib import Path
+
+    from app.defaults import DEMO_MODEL
+
+    model = tree.get("model", {})
+    preset = model.get("preset")
+    meta: dict[str, Any] = {}
+    folder = DEMO_MODEL if preset is None else model.get("checkpoint_path")
+    if preset in (None, "bundle") and folder is not None:
+        path = Path(folder) / "bundle.json"
+        meta = json.loads(path.read_text()) if path.is_file() else {}
+
+    def fields(section: dict[str, Any], part: dict[str, Any]) -> dict[str, Any] | None:
+        if part.get("scheduler") != "lcm" or section.get("scheduler", "lcm") != "lcm":
+            return None
+        return {
+            "scheduler": "lcm",
+            "steps": int(part.get("steps", 2)),
+            "lcm_strength": float(part.get("lcm_strength", 1.0)),
+        }
+
+    return fields(tree.get("sampler", {}), meta), fields(tree.get("face", {}), meta.get("face", {}))

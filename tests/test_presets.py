@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,27 @@ def test_live_keeps_a_configured_tiny_decoder_lora_and_scheduler(tmp_path: Path)
     assert config.face.tiny_vae_path is not None
     assert config.model.lora_path is not None and config.model.lora_fuse
     assert config.sampler.scheduler == "lcm" and config.sampler.steps == 4
+
+
+def test_live_runs_a_distilled_student_in_exact_mode(tmp_path: Path) -> None:
+    """A bundle whose bundle.json names the LCM student (anchor distill) gets the paper's
+    exact temporal denoising at the student's steps: 19 frames (0.63 s) of latency."""
+    from streaming.sampler import latency_frames
+
+    bundle = tmp_path / "student"
+    bundle.mkdir()
+    meta = {"image_size": 128, "scheduler": "lcm", "steps": 2, "lcm_strength": 0.5,
+            "face": {"size": 64, "scheduler": "lcm", "steps": 1, "lcm_strength": 0.5}}  # fmt: skip
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    overrides = ["model.preset=bundle", f"model.checkpoint_path={bundle}"]
+    config = load_config(None, overrides, environ={}, preset="live")
+    sampler, face = config.sampler, config.face
+    assert (sampler.mode, sampler.scheduler, sampler.steps, sampler.lcm_strength) == (
+        "exact", "lcm", 2, 0.5)  # fmt: skip
+    assert (face.scheduler, face.steps, face.lcm_strength) == ("lcm", 1, 0.5)
+    assert latency_frames(sampler) == 19 and latency_frames(sampler) / 30 <= 1.0
+    # low stays available, and a source choosing DDIM is not overridden.
+    low = load_config(None, [*overrides, "sampler.mode=low"], environ={}, preset="live")
+    assert low.sampler.mode == "low"
+    ddim = load_config(None, [*overrides, "sampler.scheduler=ddim"], environ={}, preset="live")
+    assert (ddim.sampler.mode, ddim.sampler.steps) == ("low", 4)
