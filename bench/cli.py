@@ -105,6 +105,29 @@ def register(bench: Any) -> None:
     quality.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     quality.set_defaults(handler=_bench_quality)
 
+    distill = bench.add_parser(
+        "distill",
+        help="a teacher and its consistency student side by side on held-out motion",
+        description=(
+            "Rows: the teacher at --reference-steps (20) DDIM steps with CFG, at each of "
+            "--steps, and the student (LCM, no CFG) at each of --steps; face rows too when "
+            "both bundles have a face model. SSIM/PSNR vs ground truth, SSIM vs the 20-step "
+            "teacher, flicker, face-crop SSIM, ms per frame here, TFLOPs per frame at 512."
+        ),
+    )
+    distill.add_argument("--teacher", type=Path, default=None,
+                         help="teacher bundle (default: the student's bundle.json)")  # fmt: skip
+    distill.add_argument("--student", type=Path, default=Path("clients/models/demo"),
+                         help="student bundle (anchor distill's final/)")  # fmt: skip
+    distill.add_argument("--frames", type=int, default=96, help="held-out frames per row")
+    distill.add_argument("--steps", default="1,2,4", help="comma-separated few-step rows")
+    distill.add_argument("--reference-steps", type=int, default=20, help="the teacher's steps")
+    distill.add_argument(
+        "--guidance-scale", type=float, default=None, help="teacher CFG (default: the student's)"
+    )
+    heldout_arguments(distill, bundle=False)
+    distill.set_defaults(handler=_bench_distill)
+
     presets = bench.add_parser(
         "presets",
         help="ms per committed frame, latency and SSIM of each preset (quality, live, cpu-tiny)",
@@ -313,6 +336,34 @@ def _bench_quality(args: argparse.Namespace, config: AppConfig) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
     print(text if args.json else format_report(report))
+    return 0
+
+
+def _bench_distill(args: argparse.Namespace, config: AppConfig) -> int:
+    """Handler of ``anchor bench distill``."""
+    from bench.distill import bench_distill, format_report
+    from bench.quality import heldout_folder
+    from model.bundle import bundle_meta
+
+    if args.frames < 2:
+        raise AnchorError(f"--frames must be >= 2, got {args.frames}")
+    try:
+        steps = tuple(int(n) for n in args.steps.split(","))
+    except ValueError:
+        raise AnchorError(f"--steps must be comma-separated integers, got {args.steps!r}") from None
+    if not steps or min(steps) < 1 or args.reference_steps < 1:
+        raise AnchorError("--steps and --reference-steps must be >= 1")
+    teacher = args.teacher
+    if teacher is None:
+        named = bundle_meta(args.student).get("distilled", {}).get("teacher")
+        if named is None:
+            raise AnchorError(f"--student {args.student}: no teacher named; pass --teacher")
+        teacher = Path(named)
+    report = bench_distill(
+        config, teacher, args.student, heldout_folder(args.heldout), args.frames,
+        args.guidance_scale, None, steps, args.reference_steps,
+    )  # fmt: skip
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
 

@@ -237,3 +237,32 @@ def test_lcm_strength_is_diffusers_lcm_strength() -> None:
     assert ours.timesteps.tolist() == reference.timesteps.tolist() == [499, 299]
     assert ours.with_steps(4).timesteps.tolist() == [499, 399, 299, 199]
     assert ConsistencySchedule.sd15(10, 0.5).grid.tolist() == [99, 199, 299, 399, 499]
+
+
+def test_bench_distill_prints_the_side_by_side_table(
+    student: Path, teacher: Path, synth_root: Path
+) -> None:
+    from app.config import load_config
+    from bench.distill import bench_distill, format_report
+
+    config = load_config(None, ["model.preset=tiny", "model.device=cpu"], environ={})
+    report = bench_distill(config, teacher, student, synth_root / "heldout", frames=10,
+                           steps=(1, 2), reference_steps=4)  # fmt: skip
+    rows = report["rows"]
+    assert [(r["model"], r["scheduler"], r["steps"]) for r in rows] == [
+        ("teacher", "ddim", 4), ("teacher", "ddim", 1), ("teacher", "ddim", 2),
+        ("student", "lcm", 1), ("student", "lcm", 2), ("teacher", "lcm", 1), ("teacher", "lcm", 2),
+    ]  # fmt: skip
+    keys = {"model", "steps", "guidance_scale", "ssim_gt", "psnr_gt", "ssim_vs_teacher20",
+            "flicker", "face_ssim", "ms_per_frame", "tflops_per_frame_512"}  # fmt: skip
+    for row in rows:
+        assert keys <= set(row)
+        assert row["ms_per_frame"] > 0.0 and 0.0 <= row["flicker"] <= 1.0
+        assert -1.0 <= row["ssim_gt"] <= 1.0 and -1.0 <= row["face_ssim"] <= 1.0
+    assert rows[0]["ssim_vs_teacher20"] == 1.0 and rows[0]["guidance_scale"] == 1.5
+    assert rows[3]["guidance_scale"] == 1.0 and rows[3]["lcm_strength"] == 0.5
+    # Cost at SD1.5 / 512: proportional to the steps, halved without CFG.
+    reference, teacher_2, student_2 = rows[0], rows[2], rows[4]
+    assert student_2["tflops_per_frame_512"] < teacher_2["tflops_per_frame_512"]
+    assert teacher_2["tflops_per_frame_512"] < reference["tflops_per_frame_512"]
+    assert "student" in format_report(report)
