@@ -242,7 +242,8 @@ def abnormal_end(viewer: Any) -> str | None:
     the signaling socket closed (its close code and reason), a fatal error, the peer failed."""
     for message in viewer.messages:
         if message.get("type") == "error" and message.get("fatal"):
-            return f"server error: {message.get('message')}"
+            reason = f" ({message['reason']})" if message.get("reason") else ""
+            return f"server error{reason}: {message.get('message')}"
     socket = viewer._socket
     if socket is not None and socket.close_code is not None:
         return f"signaling closed with {socket.close_code} {socket.close_reason or ''}".strip()
