@@ -265,7 +265,7 @@ def _bench_soak(args: argparse.Namespace, config: AppConfig) -> int:
         print(f"t={sample['t_s']:>6} s  RSS {sample['rss_mb']} MB  threads {sample['threads']}")
     keys = "accepted skipped committed credited dropped committed_fps recording_frames"
     keys += " recording_duration_s recording_exact viewer_frames viewer_last_seq"
-    keys += " viewer_close_codes"
+    keys += " viewer_close_codes viewer_ends"
     if args.fuzz:
         keys += " fuzz_answered fuzz_s rss_before_fuzz_mb rss_peak_fuzz_mb rss_after_fuzz_mb"
     for key in keys.split():

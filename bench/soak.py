@@ -22,6 +22,7 @@ from app.demo import demo_config, with_demo_model
 from bench.e2e import free_port, rss_mb, start_server
 from bench.fuzzstorm import storm
 from clients.producer_client import MotionProducer
+from clients.viewer import abnormal_end
 from clients.viewer_client import ViewerProbe
 from model.motion.demo_loop import demo_frames
 from server.media import read_seq
@@ -128,6 +129,7 @@ async def soak(
                 task.cancel()
         await asyncio.gather(*(t for t in (sampler, fuzzing) if t), return_exceptions=True)
         close_codes = [probe.close_code for probe in probes]
+        ends = [abnormal_end(probe) for probe in probes]
         for probe in probes:
             await probe.close()
     samples.append({"t_s": round(time.monotonic() - started, 1), "rss_mb": rss_mb(pid),
@@ -155,6 +157,9 @@ async def soak(
         "viewer_last_seq": [_last_seq(probe) for probe in probes],
         # Close code of each viewer's signaling socket before the bench closed it (None: open).
         "viewer_close_codes": close_codes,
+        # Why each viewer's stream ended before the bench closed it (the server's fatal
+        # error, the close code and reason, a failed peer), None: still streaming.
+        "viewer_ends": ends,
         **fuzz_figures,
         "samples": samples,
     }

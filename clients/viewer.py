@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import av
-import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from clients.viewer_client import ReceivedFrame, ViewerProbe
+from clients.viewer_client import ReceivedFrame, ViewerProbe, frame_seq
 from model.errors import AnchorError
 from server.encoding import (
     VIDEO_CLOCK_RATE,
@@ -34,7 +33,6 @@ from server.encoding import (
     pcm_audio_frame,
     rgb_video_frame,
 )
-from server.media import read_seq
 
 log = logging.getLogger("anchor.view")
 _STOP = object()
@@ -43,8 +41,9 @@ _STOP = object()
 class MediaFileWriter:
     """Writes received video (H.264) and audio (AAC) into one file on a dedicated thread.
 
-    video: (H, W, 3) uint8 RGB at ``seconds`` after t = 0; audio: av.AudioFrame as decoded
-    (s16, 48 kHz from Opus), placed at its arrival time, then contiguous.
+    video: av.VideoFrame as decoded at ``seconds`` after t = 0, converted to RGB on the
+    writer's thread; audio: av.AudioFrame as decoded (s16, 48 kHz from Opus), placed at its
+    arrival time, then contiguous.
     """
 
     def __init__(self, path: Path, fps: float = 30.0) -> None:
@@ -65,8 +64,8 @@ class MediaFileWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._thread.start()
 
-    def add_video(self, seconds: float, image: np.ndarray) -> None:
-        self._queue.put(("video", seconds, image))
+    def add_video(self, seconds: float, frame: Any) -> None:
+        self._queue.put(("video", seconds, frame))
 
     def add_audio(self, seconds: float, frame: Any) -> None:
         self._queue.put(("audio", seconds, frame))
@@ -116,7 +115,8 @@ class MediaFileWriter:
             self._write_audio(self._output, seconds, frame)
         return self._output
 
-    def _write_video(self, seconds: float, image: np.ndarray) -> None:
+    def _write_video(self, seconds: float, frame: Any) -> None:
+        image = frame.to_ndarray(format="rgb24")
         output = self._output or self._open(*even_size(image))
         pts = max(round(seconds * VIDEO_CLOCK_RATE), self._last_video_pts + 1)
         self._last_video_pts = pts
@@ -161,10 +161,10 @@ class RecordingViewer(ViewerProbe):
             while True:
                 frame: Any = await track.recv()
                 arrival = time.monotonic()
-                image = frame.to_ndarray(format="rgb24")
-                self.frames.append(ReceivedFrame(arrival, int(frame.pts), read_seq(image)))
+                # No RGB conversion on the loop (ViewerProbe's frame_seq says why).
+                self.frames.append(ReceivedFrame(arrival, int(frame.pts), frame_seq(frame)))
                 if self.writer is not None:
-                    self.writer.add_video(self._seconds(arrival), image)
+                    self.writer.add_video(self._seconds(arrival), frame)
                 self._frame_event.set()
 
     async def _read_audio(self, track: MediaStreamTrack) -> None:
@@ -242,7 +242,8 @@ def abnormal_end(viewer: Any) -> str | None:
     the signaling socket closed (its close code and reason), a fatal error, the peer failed."""
     for message in viewer.messages:
         if message.get("type") == "error" and message.get("fatal"):
-            return f"server error: {message.get('message')}"
+            reason = f" ({message['reason']})" if message.get("reason") else ""
+            return f"server error{reason}: {message.get('message')}"
     socket = viewer._socket
     if socket is not None and socket.close_code is not None:
         return f"signaling closed with {socket.close_code} {socket.close_reason or ''}".strip()

@@ -28,6 +28,16 @@ from server.webrtc import enable_loopback_candidates
 AUDIBLE_PEAK = 1000
 
 
+def frame_seq(frame: Any) -> int | None:
+    """The seq barcode of a decoded video frame, read on its luma plane when it is yuv420p
+    (what aiortc's decoders give): a copy of the planes, no colour conversion. swscale
+    releases the GIL, and with many receivers' decoder threads running, the event loop then
+    waited milliseconds per frame to get it back (3.5 ms a frame with 32 viewers)."""
+    if frame.format.name == "yuv420p":
+        return read_seq(frame.to_ndarray()[: frame.height])
+    return read_seq(frame.to_ndarray(format="rgb24"))
+
+
 @dataclass(slots=True)
 class ReceivedFrame:
     received_at: float  # time.monotonic()
@@ -101,8 +111,8 @@ class ViewerProbe:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame: Any = await track.recv()
-                image = frame.to_ndarray(format="rgb24")
-                self.frames.append(ReceivedFrame(time.monotonic(), int(frame.pts), read_seq(image)))
+                seq = frame_seq(frame)
+                self.frames.append(ReceivedFrame(time.monotonic(), int(frame.pts), seq))
                 self._frame_event.set()
 
     async def _read_audio(self, track: MediaStreamTrack) -> None:

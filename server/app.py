@@ -137,6 +137,8 @@ class AnchorServer:
             max_size=settings.max_message_bytes * HARD_SIZE_FACTOR,
             ssl=self._ssl_context(),
             close_timeout=CLOSE_TIMEOUT_S,
+            ping_interval=settings.keepalive_interval_s,
+            ping_timeout=settings.keepalive_timeout_s,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("serving on %s", self.url())

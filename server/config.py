@@ -67,6 +67,12 @@ class ServerConfig(Section):
     # true, never rendered, recorded or charged a credit), so latency stays bounded and the
     # frame rate drops to what the machine sustains: what a live mocap broadcast wants.
     max_lag_s: float | None = Field(None, ge=0.0)
+    # WebSocket keepalive of every connection: a ping every keepalive_interval_s; one whose
+    # pong has not come back keepalive_timeout_s later is closed with 1011. A viewer is
+    # first sent {"type": "error", "fatal": true, "reason": "stalled", ...} (server.viewer),
+    # which it reads when it resumes; the close reason names the stall too.
+    keepalive_interval_s: float = Field(20.0, gt=0.0)
+    keepalive_timeout_s: float = Field(20.0, gt=0.0)
 
 
 class BroadcastConfig(Section):

@@ -70,7 +70,9 @@ def stamp_seq(image: np.ndarray, seq: int) -> np.ndarray:
 
 
 def read_seq(image: np.ndarray) -> int | None:
-    """The seq stamped by ``stamp_seq`` into ``image`` (H, W, 3) uint8, or None if unstamped."""
+    """The seq stamped by ``stamp_seq`` into ``image``, or None if unstamped.
+
+    image: (H, W, 3) uint8 RGB, or (H, W) uint8 luma (the cells are black or white)."""
     cell = barcode_cell_size(image.shape[1])
     centre = cell // 2
     bits = []

@@ -58,6 +58,12 @@ class ServerMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.dropped_viewers = Counter(
+            "anchor_dropped_viewers_total",
+            "Viewers the server disconnected, told why (media_lost, stalled)",
+            ["reason"],
+            registry=self.registry,
+        )
         self._commit_times: dict[str, deque[float]] = {}
 
     def frame_committed(self, session: str, now: float | None = None) -> None:

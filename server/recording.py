@@ -24,6 +24,7 @@ moov (and every later fragment) is not held back. A video-only file uses ``empty
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -38,7 +39,7 @@ import numpy as np
 
 from model.motion.frame import MotionFrame
 from model.motion.readers import write_motion
-from model.motion.wire import encode_json
+from model.motion.wire import encode_json, frame_from_dict
 from server.encoding import (
     VIDEO_CLOCK_RATE,
     VIDEO_TIME_BASE,
@@ -122,7 +123,10 @@ class SessionRecorder:
         self._audio_fed = 0
         self._pending_audio: list[RecordedAudio] = []
         self._pending_frames: list[RecordedFrame] = []
-        self._motion: list[MotionFrame] = []
+        # Motion frames go to the JSON-lines sidecar only, which ``close`` reads back into the
+        # npz: held in memory, a run's motion would grow with its length (about 2 kB a frame,
+        # 4 MB a minute at 30 fps).
+        self.motion_frames = 0
         self.frames_written = 0
         self.error: BaseException | None = None
 
@@ -235,8 +239,8 @@ class SessionRecorder:
         )
         self._unsynced.append(frame.seq)
         if frame.motion is not None:
-            self._motion.append(frame.motion)
             self._motion_log.write(encode_json(frame.motion) + "\n")
+            self.motion_frames += 1
         self.frames_written += 1
 
     def _write_audio(self, audio: RecordedAudio) -> None:
@@ -283,6 +287,13 @@ class SessionRecorder:
         os.fsync(self._file.fileno())
         self._synced_bytes = self._file.tell()
 
+    def _read_motion_log(self) -> list[MotionFrame]:
+        """Every motion frame of the sidecar, in order (validated again, exact: the JSON
+        holds each float32 value's shortest repr)."""
+        self._motion_log.flush()
+        with open(self.motion_log_path, encoding="utf-8") as lines:
+            return [frame_from_dict(json.loads(line)) for line in lines]
+
     def _finalize(self) -> None:
         try:
             if self._output is None and self._pending_frames and self.error is None:
@@ -293,8 +304,8 @@ class SessionRecorder:
                 for seq in self._unsynced:
                     self._on_written(seq)
                 self._unsynced.clear()
-            if self._motion:
-                write_motion(self.motion_path, self._motion, fps=self.fps)
+            if self.motion_frames:
+                write_motion(self.motion_path, self._read_motion_log(), fps=self.fps)
                 self.motion_log_path.unlink(missing_ok=True)
         except Exception as err:
             self.error = err
@@ -305,5 +316,4 @@ class SessionRecorder:
                 if handle is not None:
                     handle.close()
             self._output = self._file = self._motion_log = None
-            self._motion = []
         log.info("recording %s closed: %d frames", self.video_path, self.frames_written)

@@ -6,6 +6,14 @@ Viewer -> server: ``{"type": "offer", "sdp": ...}`` (recvonly video and optional
 carries the server's candidates; aiortc gathers before answering), ``status`` once a second
 (committed fps, latency, seq on screen), ``ended`` and ``error``.
 
+A viewer the server gives up on is told why before its signaling closes: its last message
+is ``{"type": "error", "fatal": true, "reason": ..., "message": ...}`` and the close frame
+(1011) carries the same reason. Reasons: ``media_lost``, its WebRTC connection failed or
+closed while signaling was still open (the usual cause: the viewer stopped reading its
+media socket, so it answered no ICE consent check for about 30 s, RFC 7675, and aioice gave
+the connection up; or the viewer closed its peer); ``stalled``, it answered no keepalive
+ping within ``server.keepalive_timeout_s``.
+
 Media: MediaRelay proxies of the session's sources, unbuffered, so this viewer joining,
 leaving or stalling never touches the producer or the other viewers.
 """
@@ -17,16 +25,18 @@ import contextlib
 import logging
 from typing import Any
 
-from aiortc import RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
 
-from server.config import ServerSettings
+from server.config import ServerConfig, ServerSettings
 from server.metrics import ServerMetrics
 from server.outbox import Outbox
 from server.producer import send_loop
 from server.protocol import ProtocolError, loads_bounded
 from server.session import Session
+from server.tasks import cancel_and_wait
 from server.webrtc import create_peer
 
 log = logging.getLogger("anchor.viewer")
@@ -36,12 +46,108 @@ log = logging.getLogger("anchor.viewer")
 VIEWER_OUTBOX = 32
 STATUS_PERIOD_S = 1.0
 MAX_SIGNALING_MESSAGES = 200  # offer + trickled candidates of one viewer
+# Why a viewer is dropped (the module docstring); the close code of its signaling.
+MEDIA_LOST = "media_lost"
+STALLED = "stalled"
+DROP_CODE = 1011
+# How long the drop notice may take to reach the socket before the close frame follows.
+NOTICE_S = 2.0
 
 
 async def _status_loop(session: Session, outbox: Outbox) -> None:
     while True:
         outbox.send(session.status())
         await asyncio.sleep(STATUS_PERIOD_S)
+
+
+async def _media_lost(peer: RTCPeerConnection) -> tuple[str, bool]:
+    """Wait until ``peer``'s connection state is failed or closed; returns that state and
+    whether the connection had been up before."""
+    lost = asyncio.Event()
+    connected = False
+
+    def changed() -> None:
+        nonlocal connected
+        connected = connected or peer.connectionState == "connected"
+        if peer.connectionState in ("failed", "closed"):
+            lost.set()
+
+    peer.on("connectionstatechange", changed)
+    try:
+        await lost.wait()
+    finally:
+        peer.remove_listener("connectionstatechange", changed)
+    return peer.connectionState, connected
+
+
+async def _unanswered_ping(
+    connection: ServerConnection, interval_s: float, timeout_s: float
+) -> None:
+    """Ping every ``interval_s``; return once a pong has not come back within ``timeout_s``
+    (ConnectionClosed once the connection is closed)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        pong = await connection.ping()
+        try:
+            await asyncio.wait_for(pong, timeout_s)
+        except TimeoutError:
+            return
+
+
+async def _drop_reason(
+    connection: ServerConnection, peer: RTCPeerConnection, config: ServerConfig
+) -> tuple[str, str, str]:
+    """Wait until this viewer must be dropped: (reason, message, close reason)."""
+    media = asyncio.create_task(_media_lost(peer), name="viewer-media")
+    pings = asyncio.create_task(
+        _unanswered_ping(connection, config.keepalive_interval_s, config.keepalive_timeout_s),
+        name="viewer-keepalive",
+    )
+    try:
+        await asyncio.wait((media, pings), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait(task for task in (media, pings) if not task.done())
+    if media.done() and not media.cancelled():
+        state, connected = media.result()
+        if connected:
+            message = (
+                f"the WebRTC connection {state}: the viewer answered no ICE consent check for "
+                "about 30 s (it stopped reading its media: overloaded or gone) or closed its peer"
+            )
+        else:
+            message = (
+                f"the WebRTC connection {state} before it was up: ICE or DTLS found no path "
+                "between server and viewer (server.ice_servers: a STUN or TURN server?)"
+            )
+        return MEDIA_LOST, message, f"{MEDIA_LOST}: WebRTC connection {state}"
+    pings.result()  # ConnectionClosed: nothing left to tell
+    timeout = config.keepalive_timeout_s
+    message = f"no answer to a keepalive ping within {timeout:g} s: the viewer stalled"
+    return STALLED, message, f"{STALLED}: no pong within {timeout:g} s"
+
+
+async def _serve_status(
+    connection: ServerConnection,
+    peer: RTCPeerConnection,
+    session: Session,
+    outbox: Outbox,
+    config: ServerConfig,
+    metrics: ServerMetrics,
+) -> None:
+    """Send the session's status every second until the viewer must be dropped; then tell
+    it why (the last message) and close its signaling with ``DROP_CODE`` and the reason."""
+    status = asyncio.create_task(_status_loop(session, outbox), name=f"viewer-status:{session.id}")
+    try:
+        reason, message, close_reason = await _drop_reason(connection, peer, config)
+    except ConnectionClosed:
+        return
+    finally:
+        await cancel_and_wait([status])
+    log.warning("session %s: dropping a viewer: %s", session.id, message)
+    metrics.dropped_viewers.labels(reason).inc()
+    outbox.send({"type": "error", "fatal": True, "reason": reason, "message": message})
+    await outbox.drained(NOTICE_S)
+    await connection.close(DROP_CODE, close_reason)
 
 
 async def run_viewer(
@@ -59,7 +165,13 @@ async def run_viewer(
     session.viewers.add(outbox)
     metrics.viewers.labels(session.id).set(len(session.viewers))
     sender = asyncio.create_task(send_loop(connection, outbox), name=f"viewer-send:{session.id}")
-    status = asyncio.create_task(_status_loop(session, outbox), name=f"viewer-status:{session.id}")
+    # The keepalive of this connection is _serve_status's, which tells the viewer before
+    # closing; websockets' own pings go on but never close it.
+    connection.ping_timeout = None
+    watch = asyncio.create_task(
+        _serve_status(connection, peer, session, outbox, config.server, metrics),
+        name=f"viewer-watch:{session.id}",
+    )
     log.info("session %s: viewer connected (%d viewers)", session.id, len(session.viewers))
 
     async def answer(raw: str) -> None:
@@ -87,9 +199,7 @@ async def run_viewer(
     finally:
         session.viewers.discard(outbox)
         metrics.viewers.labels(session.id).set(len(session.viewers))
-        status.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await status
+        await cancel_and_wait([watch])
         outbox.close()
         try:
             await asyncio.wait_for(sender, timeout=2.0)

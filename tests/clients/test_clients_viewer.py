@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ from serverkit import run_with_server, tiny_config
 from clients.producer import with_token
 from clients.sender import ReplaySender, clip_items
 from clients.viewer import RecordingViewer, view_url
+from clients.viewer_client import frame_seq
 from model.motion.readers import open_motion
+from server.media import read_seq, stamp_seq
 
 
 @pytest.mark.slow
@@ -61,3 +64,29 @@ def test_view_url_accepts_the_page_url() -> None:
     assert view_url("https://anchor.example/sessions/a/") == "wss://anchor.example/sessions/a/view"
     signaling = "ws://127.0.0.1:8765/sessions/s1/view"
     assert view_url(signaling) == signaling
+
+
+@pytest.mark.parametrize("codec", ["libvpx", "libx264"])
+def test_frame_seq_reads_the_barcode_of_decoded_frames(codec: str) -> None:
+    """Through a real encoder and decoder, as a viewer receives them: the seq read on the
+    luma plane of each yuv420p frame equals the stamped one, and equals the RGB reading."""
+    seqs = [0, 1, 517, 40_000]
+    encoder: Any = av.CodecContext.create(codec, "w")
+    encoder.width = encoder.height = 64
+    encoder.pix_fmt = "yuv420p"
+    encoder.time_base = Fraction(1, 30)
+    decoder: Any = av.CodecContext.create("vp8" if codec == "libvpx" else "h264", "r")
+    decoded = []
+    for index, seq in enumerate([*seqs, None]):
+        frames: list[Any] = [None]
+        if seq is not None:
+            image = stamp_seq(np.full((64, 64, 3), 90, dtype=np.uint8), seq)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+            frame.pts = index
+            frames = [frame]
+        for packet in (p for f in frames for p in encoder.encode(f)):
+            decoded.extend(decoder.decode(packet))
+    decoded.extend(decoder.decode(None))
+    assert [frame.format.name for frame in decoded] == ["yuv420p"] * len(seqs)
+    assert [frame_seq(frame) for frame in decoded] == seqs
+    assert [read_seq(frame.to_ndarray(format="rgb24")) for frame in decoded] == seqs

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from model.motion.demo_loop import demo_frame
+from model.motion.frame import VECTOR_FIELDS
+from model.motion.readers import open_motion
 from server.media import read_seq, stamp_seq
 from server.recording import RecordedAudio, RecordedFrame, SessionRecorder
 
@@ -65,6 +67,14 @@ def test_written_frames_are_playable_before_close(tmp_path: Path, with_audio: bo
     assert written == list(range(frames))
     assert decoded_seqs(recorder.video_path.read_bytes()) == list(range(frames))
     assert recorder.motion_path.exists() and not recorder.motion_log_path.exists()
+    # The npz, read back from the sidecar at close, holds every frame's motion exactly.
+    motion = open_motion(recorder.motion_path)
+    assert [frame.seq for frame in motion] == list(range(frames))
+    for seq in (0, 37, frames - 1):
+        for name in VECTOR_FIELDS:
+            np.testing.assert_array_equal(
+                getattr(motion.frame(seq), name), getattr(demo_frame(seq), name)
+            )
     if with_audio:
         with av.open(str(recorder.video_path)) as container:
             assert len(container.streams.audio) == 1
