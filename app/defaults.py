@@ -12,6 +12,9 @@ from typing import Any
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "clients" / "models" / "demo"
 # Live rate control of the demo: frames are skipped, not queued, beyond this lag (seconds).
 DEMO_MAX_LAG_S = 0.25
+# The demo streams with the paper's temporal denoising (Algorithm 1, equal to offline): at
+# its one body step the wavefront's latency is ws - 1 frames, the same as mode low's.
+DEMO_MODE = "exact"
 
 
 def demo_model_settings(folder: Path = DEMO_MODEL) -> dict[str, dict[str, Any]]:
@@ -58,10 +61,10 @@ def demo_model_settings(folder: Path = DEMO_MODEL) -> dict[str, dict[str, Any]]:
 
 def demo_defaults(folder: Path = DEMO_MODEL) -> dict[str, dict[str, Any]]:
     """The embedded default configuration (section -> field -> value): the trained demo
-    bundle with its own settings, one torch thread, low-latency streaming and live rate
-    control (what ``configs/demo.toml`` spells out)."""
+    bundle with its own settings, one torch thread, exact streaming (``DEMO_MODE``) and
+    live rate control (what ``configs/demo.toml`` spells out)."""
     settings = demo_model_settings(folder)
     settings["model"]["threads"] = 1
-    settings["sampler"]["mode"] = "low"
+    settings["sampler"]["mode"] = DEMO_MODE
     settings["server"] = {"max_lag_s": DEMO_MAX_LAG_S}
     return settings

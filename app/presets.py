@@ -16,14 +16,16 @@ printed by ``anchor bench presets`` and listed in the README.
   ``face.blend``, ``face.align_size``). A bundle
   (``model.preset = "bundle"``, the embedded demo included) keeps the per-frame GroupNorm,
   diffusers' residuals and the face stage it was trained and measured with.
-- ``live``: real time first. 4 steps, CFG off, ws/os 8/2, low-latency streaming,
+- ``live``: real time first. 4 steps, CFG off, ws/os 8/2, low-latency streaming (with a
+  distilled student, ``anchor distill``: its LCM steps in exact mode),
   all-frame attention up to 256 px and sparse attention above, the cached ControlNet
   conditioning embedding, stream batching, fp16 and torch.compile on a GPU (precision and
   compile ``auto``: both off on the CPU), face stage at 4 steps without CFG, live rate
   control (frames skipped, not queued, when the machine falls behind).
 - ``cpu-tiny``: the CPU demo: the committed demo bundle (clients/models/demo) with the
-  settings it was trained and measured with, one torch thread, low-latency streaming and
-  live rate control.
+  settings it was measured with (``bundle.json``: one LCM body step, the face student at 2),
+  one torch thread, exact streaming (the paper's temporal denoising; 7 frames of latency at
+  one step) and live rate control.
 """
 
 from __future__ import annotations
@@ -75,11 +77,11 @@ def preset_fields(name: str, tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
             live["face"].update(face_student)
         return live
     if name == "cpu-tiny":
-        from app.defaults import DEMO_MAX_LAG_S, demo_model_settings
+        from app.defaults import DEMO_MAX_LAG_S, DEMO_MODE, demo_model_settings
 
         fields = demo_model_settings()
         fields["model"].update(device="cpu", threads=1, compile="off")
-        fields["sampler"]["mode"] = "low"
+        fields["sampler"]["mode"] = DEMO_MODE
         fields["server"] = {"max_lag_s": DEMO_MAX_LAG_S}
         return fields
     raise KeyError(name)

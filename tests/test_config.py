@@ -26,7 +26,7 @@ def test_no_model_chosen_means_the_demo_bundle(caplog: pytest.LogCaptureFixture)
 
     config = load_config(environ={})
     assert config.model.preset == "bundle" and config.model.checkpoint_path == DEMO_MODEL
-    assert config.sampler.mode == "low" and config.render.width == 128  # the bundle's own
+    assert config.sampler.mode == "exact" and config.render.width == 128  # the demo's own
     # A source that chooses a model gets none of the demo's settings under it.
     chosen = load_config(overrides=["model.preset=tiny"], environ={})
     assert chosen.model.checkpoint_path is None and chosen.sampler.steps == 20

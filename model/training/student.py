@@ -200,6 +200,9 @@ def student_meta(teacher: dict[str, Any], run: DistillRun, trained_steps: int) -
     sampler = {"scheduler": "lcm", "lcm_strength": run.strength, "steps": run.student_steps,
                "guidance_scale": 1.0, "distilled": provenance}  # fmt: skip
     meta = copy.deepcopy(teacher)
+    # Figures measured on the teacher do not describe the student (anchor bench distill and
+    # anchor bench train measure it).
+    meta.pop("heldout", None)
     if run.kind == "body":
         meta.update(sampler)
     else:
