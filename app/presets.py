@@ -48,10 +48,12 @@ def preset_fields(name: str, tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
         face = {} if bundle else {"masked_latent": "sample", "blend": "authors", "align_size": 512}
         return {
             "sampler": {"steps": 20, "guidance_scale": 7.5, "controlnet_scale": 2.0,
+                        "scheduler": "ddim", "lcm_strength": 1.0,
                         "window_size": 16, "overlap": 4, "mode": "exact",
                         "same_frame_noise": True, "noise_device": "authors"},
             "model": {"attention": "all-frame", "compile": "off", **network},
-            "face": {"enabled": True, "steps": 20, "guidance_scale": 3.5,
+            "face": {"enabled": True, "steps": 20, "guidance_scale": 3.5, "scheduler": "ddim",
+                     "lcm_strength": 1.0,
                      "face_temporal": False, **face},
             "server": {"max_lag_s": None},
         }  # fmt: skip

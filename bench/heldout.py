@@ -132,10 +132,11 @@ def run_clip(
 
 
 def bundle_sampler(meta: dict[str, Any], sampler: SamplerConfig) -> SamplerConfig:
-    """``sampler`` with the settings a bundle was trained and measured with (``low`` mode)."""
+    """``sampler`` with the settings a bundle was trained and measured with, streamed in
+    ``sampler``'s mode when it is exact (the demo's), else in ``low`` mode."""
     return sampler.model_copy(
         update={
-            "mode": "low",
+            "mode": "exact" if sampler.mode == "exact" else "low",
             "steps": int(meta.get("steps", 2)),
             "guidance_scale": float(meta.get("guidance_scale", 1.0)),
             "controlnet_scale": float(meta.get("controlnet_scale", 1.0)),
