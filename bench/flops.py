@@ -410,6 +410,7 @@ def bench_flops(base: AppConfig, utilization: float = 0.4) -> dict[str, Any]:
     return {
         "architecture": architecture,
         "resolution": resolution,
+        "face_stage": face_stage_costs(base),
         "method": METHOD,
         "counted": "matmul, convolution and attention FLOPs (multiply-add = 2); norms, "
         "activations and element-wise ops are not counted",
@@ -418,6 +419,25 @@ def bench_flops(base: AppConfig, utilization: float = 0.4) -> dict[str, Any]:
         "peak_source": PEAK_SOURCE,
         "presets": presets,
     }
+
+
+def face_stage_costs(base: AppConfig, student_steps: int = 2) -> dict[str, Any]:
+    """TFLOPs per frame of the face stage alone at SD1.5 scale (the quality preset's face
+    size, 256): the paper's sampling (the quality preset: 20 steps, CFG 3.5), the live
+    preset's 4 steps, and a consistency student (``anchor distill face``) at
+    ``student_steps`` LCM steps without CFG."""
+    config = preset_config("quality", base)
+    networks = networks_for(config, base.model.preset == "sd15")
+    costs = network_costs(networks, config.face.size, config.sampler.window_size,
+                          config.model.attention)  # fmt: skip
+    rows = {"quality": (config.face.steps, config.face.guidance_scale), "live": (4, 1.0),
+            f"student {student_steps} steps": (student_steps, 1.0)}  # fmt: skip
+    figures = {}
+    for name, (steps, guidance) in rows.items():
+        face = config.face.model_copy(update={"steps": steps, "guidance_scale": guidance})
+        stages = frame_stages(config.model_copy(update={"face": face}), costs)
+        figures[name] = _tera(stages["face"])
+    return {"face_size": config.face.size, "tflops_per_frame": figures}
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -442,4 +462,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"frames/s at {report['utilization']:g} of peak ({peaks}; {report['peak_source']})"
     )
     lines.append(f"quality/live architecture: {report['architecture']}")
+    face = report["face_stage"]
+    lines.append(
+        f"face stage alone at {face['face_size']} px: "
+        + ", ".join(f"{name} {value:.4g} TF" for name, value in face["tflops_per_frame"].items())
+    )
     return "\n".join(lines)

@@ -75,6 +75,13 @@ def test_bench_flops_json_reports_every_preset_and_stage(
     unet = quality["per_evaluation_tflops"]["unet"]
     assert quality["stages"]["unet"] == pytest.approx(20 * 2 * 16 / 12 * unet, rel=1e-4)
     assert quality["stages"]["attention_extra"] > quality["stages"]["unet"]
+    # The face stage alone at 256: a 2-step student without CFG costs a fraction of the
+    # paper's 20 steps with CFG (and the quality preset's face stage is that sampling).
+    face = report["face_stage"]
+    assert face["face_size"] == 256
+    costs = face["tflops_per_frame"]
+    assert costs["quality"] == pytest.approx(quality["stages"]["face"], rel=1e-4)
+    assert costs["student 2 steps"] < costs["live"] < costs["quality"] / 5
 
 
 def test_sd15_folders_count_their_config_json(tmp_path: Path) -> None:
