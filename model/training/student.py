@@ -91,6 +91,8 @@ def teacher_vae_folder(teacher: Path, kind: str) -> Path:
 class Distiller(Trainer):
     """One distillation run (module docstring)."""
 
+    label = "distill"
+
     def __init__(self, run: DistillRun, config: TrainConfig, model: ModelConfig) -> None:
         if not (run.teacher / run.part / "unet").is_dir():
             raise AnchorError(f"--teacher {run.teacher}: no {run.part}/unet to distil")

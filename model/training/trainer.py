@@ -112,6 +112,9 @@ def _step_generator(seed: int, step: int, process: int) -> torch.Generator:
 class Trainer:
     """One training run (see the module docstring)."""
 
+    # The progress bar's label: "<label> <kind>".
+    label = "train"
+
     def __init__(self, run: TrainRun, config: TrainConfig, model: ModelConfig) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
@@ -260,7 +263,7 @@ class Trainer:
         progress = tqdm(
             total=stop,
             initial=start,
-            desc=f"train {self.run.kind}",
+            desc=f"{self.label} {self.run.kind}",
             disable=not self.accelerator.is_main_process,
             unit="step",
         )

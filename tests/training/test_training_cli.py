@@ -59,3 +59,32 @@ def _bundle_generates_frames(folder: Path) -> None:
     conditions = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     frames = generate_frames(components.denoiser, components.scheduler, conditions, sampler)
     assert frames.shape == (2, 3, 64, 64) and torch.isfinite(frames).all()
+
+
+def test_anchor_distill_body_writes_a_student_bundle(
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    teacher = tmp_path / "teacher"
+    assert main(["train", "body", "--data", str(synth_root / "train"), "--out", str(teacher),
+                 "--steps", "1", "--batch-size", "2", "--checkpoint-every", "10"]) == 0  # fmt: skip
+    capsys.readouterr()
+    out = tmp_path / "student"
+    arguments = ["distill", "body", "--teacher", str(teacher / "final"), "--data",
+                 str(synth_root / "train"), "--out", str(out), "--steps", "2", "--batch-size",
+                 "2", "--checkpoint-every", "1", "--solver-steps", "10", "--strength", "0.5",
+                 "--guidance-scale", "2", "--student-steps", "1"]  # fmt: skip
+    assert main(arguments) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1])["final"] == str(out / "final")
+    assert "distill body" in captured.err  # the progress bar
+    meta = json.loads((out / "final" / "bundle.json").read_text())
+    assert (meta["scheduler"], meta["steps"], meta["lcm_strength"]) == ("lcm", 1, 0.5)
+    assert meta["distilled"]["guidance_scale_baked"] == 2.0
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-000001",
+                                                               "checkpoint-000002"]  # fmt: skip
+    _bundle_generates_frames(out / "final")
+    # Bad input is named, with no traceback.
+    assert main(["distill", "face", *arguments[2:]]) == 1
+    assert "--teacher" in capsys.readouterr().err
+    assert main([*arguments[:-6], "--strength", "0.01"]) == 1
+    assert "--strength" in capsys.readouterr().err
