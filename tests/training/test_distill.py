@@ -246,12 +246,12 @@ def test_bench_distill_prints_the_side_by_side_table(
     from bench.distill import bench_distill, format_report
 
     config = load_config(None, ["model.preset=tiny", "model.device=cpu"], environ={})
-    report = bench_distill(config, teacher, student, synth_root / "heldout", frames=10,
-                           steps=(1, 2), reference_steps=4)  # fmt: skip
+    report = bench_distill(config, teacher, student, synth_root / "heldout", frames=6,
+                           steps=(1,), reference_steps=2)  # fmt: skip
     rows = report["rows"]
     assert [(r["model"], r["scheduler"], r["steps"]) for r in rows] == [
-        ("teacher", "ddim", 4), ("teacher", "ddim", 1), ("teacher", "ddim", 2),
-        ("student", "lcm", 1), ("student", "lcm", 2), ("teacher", "lcm", 1), ("teacher", "lcm", 2),
+        ("teacher", "ddim", 2), ("teacher", "ddim", 1),
+        ("student", "lcm", 1), ("teacher", "lcm", 1),
     ]  # fmt: skip
     keys = {"model", "steps", "guidance_scale", "ssim_gt", "psnr_gt", "ssim_vs_teacher20",
             "flicker", "face_ssim", "ms_per_frame", "tflops_per_frame_512"}  # fmt: skip
@@ -260,9 +260,9 @@ def test_bench_distill_prints_the_side_by_side_table(
         assert row["ms_per_frame"] > 0.0 and 0.0 <= row["flicker"] <= 1.0
         assert -1.0 <= row["ssim_gt"] <= 1.0 and -1.0 <= row["face_ssim"] <= 1.0
     assert rows[0]["ssim_vs_teacher20"] == 1.0 and rows[0]["guidance_scale"] == 1.5
-    assert rows[3]["guidance_scale"] == 1.0 and rows[3]["lcm_strength"] == 0.5
+    assert rows[2]["guidance_scale"] == 1.0 and rows[2]["lcm_strength"] == 0.5
     # Cost at SD1.5 / 512: proportional to the steps, halved without CFG.
-    reference, teacher_2, student_2 = rows[0], rows[2], rows[4]
-    assert student_2["tflops_per_frame_512"] < teacher_2["tflops_per_frame_512"]
-    assert teacher_2["tflops_per_frame_512"] < reference["tflops_per_frame_512"]
+    reference, teacher_1, student_1 = rows[0], rows[1], rows[2]
+    assert student_1["tflops_per_frame_512"] < teacher_1["tflops_per_frame_512"]
+    assert teacher_1["tflops_per_frame_512"] < reference["tflops_per_frame_512"]
     assert "student" in format_report(report)
