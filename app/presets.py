@@ -15,7 +15,8 @@ printed by ``anchor bench presets`` and listed in the README.
   sampled masked-image latent, blend and crops aligned at 512 (``face.masked_latent``,
   ``face.blend``, ``face.align_size``). A bundle
   (``model.preset = "bundle"``, the embedded demo included) keeps the per-frame GroupNorm,
-  diffusers' residuals and the face stage it was trained and measured with.
+  diffusers' residuals and the face stage it was trained and measured with; a part
+  distilled by ``anchor distill`` keeps its own LCM steps (a student has no DDIM sampling).
 - ``live``: real time first. 4 steps, CFG off, ws/os 8/2, low-latency streaming (with a
   distilled student, ``anchor distill``: its LCM steps in exact mode),
   all-frame attention up to 256 px and sparse attention above, the cached ControlNet
@@ -46,17 +47,23 @@ def preset_fields(name: str, tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
         bundle = tree.get("model", {}).get("preset", "bundle") == "bundle"
         network = {} if bundle else {"window_groupnorm": True, "controlnet_residuals": "authors"}
         face = {} if bundle else {"masked_latent": "sample", "blend": "authors", "align_size": 512}
-        return {
+        quality: dict[str, dict[str, Any]] = {
             "sampler": {"steps": 20, "guidance_scale": 7.5, "controlnet_scale": 2.0,
                         "scheduler": "ddim", "lcm_strength": 1.0,
                         "window_size": 16, "overlap": 4, "mode": "exact",
                         "same_frame_noise": True, "noise_device": "authors"},
             "model": {"attention": "all-frame", "compile": "off", **network},
             "face": {"enabled": True, "steps": 20, "guidance_scale": 3.5, "scheduler": "ddim",
-                     "lcm_strength": 1.0,
-                     "face_temporal": False, **face},
+                     "lcm_strength": 1.0, "face_temporal": False, **face},
             "server": {"max_lag_s": None},
         }  # fmt: skip
+        # A distilled student has no DDIM sampling: it keeps its own LCM steps, without CFG.
+        body_student, face_student = student_settings(tree, distilled=True)
+        if body_student is not None:
+            quality["sampler"].update(body_student, guidance_scale=1.0)
+        if face_student is not None:
+            quality["face"].update(face_student, guidance_scale=1.0)
+        return quality
     if name == "live":
         model = tree.get("model", {})
         size = model.get("image_size") or tree.get("render", {}).get("width", 512)
@@ -89,12 +96,15 @@ def preset_fields(name: str, tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
     raise KeyError(name)
 
 
-def student_settings(tree: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def student_settings(
+    tree: dict[str, Any], distilled: bool = False
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Sampler and face fields (scheduler, steps, lcm_strength) of the configured body and
-    face students (``anchor distill``), None for a part that is not one: the bundle's
-    ``bundle.json`` names the LCM scheduler for it (``model.preset = "bundle"``, or the
-    embedded demo bundle when no source chooses a model) and no source sets another
-    scheduler. (An LCM-LoRA on SD1.5 weights keeps the live preset's 4 low-mode steps.)"""
+    face students, None for a part that is not one: the bundle's ``bundle.json`` names the
+    LCM scheduler for it (``model.preset = "bundle"``, or the embedded demo bundle when no
+    source chooses a model) and no source sets another scheduler; with ``distilled``, only
+    parts made by ``anchor distill`` (``distilled`` in their bundle.json). (An LCM-LoRA on
+    SD1.5 weights keeps the live preset's 4 low-mode steps.)"""
     import json
     from pathlib import Path
 
@@ -110,6 +120,8 @@ def student_settings(tree: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[
 
     def fields(section: dict[str, Any], part: dict[str, Any]) -> dict[str, Any] | None:
         if part.get("scheduler") != "lcm" or section.get("scheduler", "lcm") != "lcm":
+            return None
+        if distilled and "distilled" not in part:
             return None
         return {
             "scheduler": "lcm",

@@ -23,7 +23,10 @@ def test_quality_is_the_paper() -> None:
         4,
     )
     assert config.model.attention == "all-frame" and config.sampler.mode == "exact"
-    assert config.face.enabled and config.face.steps == 20 and config.face.guidance_scale == 3.5
+    # The face stage at the paper's 20 steps, CFG 3.5 (the demo's face model is a consistency
+    # student, which keeps its own sampler: test_quality_keeps_a_distilled_face...).
+    sd15 = load_config(None, ["model.preset=sd15"], environ={}, preset="quality").face
+    assert sd15.enabled and sd15.steps == 20 and sd15.guidance_scale == 3.5
     assert config.server.max_lag_s is None
     assert config.sampler.same_frame_noise and config.sampler.noise_device == "authors"
     # The demo bundle keeps how it was trained: per-frame GroupNorm, diffusers' residuals.
@@ -137,3 +140,14 @@ def test_live_runs_a_distilled_student_in_exact_mode(tmp_path: Path) -> None:
     assert low.sampler.mode == "low"
     ddim = load_config(None, [*overrides, "sampler.scheduler=ddim"], environ={}, preset="live")
     assert (ddim.sampler.mode, ddim.sampler.steps) == ("low", 4)
+
+
+def test_quality_keeps_a_distilled_face_students_own_sampler() -> None:
+    """The demo's face model is a consistency student: quality samples it with its LCM
+    steps and no CFG (it has no DDIM sampling), and the body with the paper's 20 DDIM steps."""
+    config = load_config(None, [], environ={}, preset="quality")
+    assert (config.sampler.scheduler, config.sampler.steps, config.sampler.lcm_strength) == (
+        "ddim", 20, 1.0)  # fmt: skip
+    face = config.face
+    assert (face.scheduler, face.steps, face.guidance_scale, face.lcm_strength) == (
+        "lcm", 2, 1.0, 0.5)  # fmt: skip
