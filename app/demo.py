@@ -22,16 +22,20 @@ DEMO_SESSION = "demo"
 
 def demo_config(base: AppConfig, host: str, port: int, tiny: bool = False) -> AppConfig:
     """``base`` (the configured model: the demo bundle by default) served for the demo:
-    one session, no recording, low-latency streaming and live rate control; ``tiny``: the
-    random tiny networks at 64 px instead of the model (a smoke test, not an avatar)."""
+    one session, no recording, streaming (the model's own mode when it is ``exact``, as the
+    demo bundle's is; else ``low``) and live rate control; ``tiny``: the random tiny
+    networks at 64 px instead of the model (a smoke test, not an avatar)."""
     data = base.model_dump()
     if tiny:
         log.warning("anchor demo --tiny: random tiny networks, not a trained model")
         data["model"].update(preset="tiny", device="cpu")
-        data["sampler"].update(steps=4, window_size=8, overlap=2)
+        data["sampler"].update(
+            steps=4, window_size=8, overlap=2, scheduler="ddim", lcm_strength=1.0
+        )
         data["face"].update(enabled=False)
         data["render"].update(width=64, height=64)
-    data["sampler"].update(mode="low")
+    streaming = base.sampler.mode == "exact" and not tiny
+    data["sampler"].update(mode="exact" if streaming else "low")
     data["server"].update(
         host=host,
         port=port,
