@@ -89,7 +89,7 @@ def test_bench_presets_runs_a_preset_on_the_demo_weights(synth_root: Path) -> No
     report = bench_presets(None, [], synth_root / "heldout", 8, ["cpu-tiny"])
     assert report["weights"].startswith("demo bundle")
     (row,) = report["rows"]
-    assert row["preset"] == "cpu-tiny" and row["mode"] == "low" and row["face"]
+    assert row["preset"] == "cpu-tiny" and row["mode"] == "exact" and row["face"]
     assert row["ms_per_frame"] > 0 and row["latency_frames"] == row["window_size"] - 1
     assert 0.3 < row["ssim"] <= 1.0 and 0.0 < row["face_ssim"] <= 1.0
     assert "cpu-tiny" in format_presets(report)
