@@ -166,44 +166,16 @@ def _register_train(commands: Any) -> None:
         ("vae", "a small AutoencoderKL for the tiny/demo families"),
     ):
         parser = what.add_parser(kind, help=f"train {text}")
-        parser.add_argument(
-            "--data", type=Path, action="append", required=True, help="dataset (repeatable)"
-        )
-        parser.add_argument("--out", type=Path, required=True, help="output folder")
+        _run_arguments(parser)
         parser.add_argument(
             "--init",
             default="tiny",
             help="tiny | demo | sd15 | a checkpoint folder (official layout) to start from",
         )
-        parser.add_argument("--steps", type=int, default=None, help="train.steps")
-        parser.add_argument("--batch-size", type=int, default=None, help="train.batch_size")
-        parser.add_argument("--lr", type=float, default=None, help="train.learning_rate")
-        parser.add_argument("--seed", type=int, default=None, help="train.seed")
-        parser.add_argument("--checkpoint-every", type=int, default=None)
         parser.add_argument("--validate-every", type=int, default=None)
         parser.add_argument("--ema", action="store_true", default=None, help="train.ema")
-        parser.add_argument("--warmup-steps", type=int, default=None, help="train.warmup_steps")
         parser.add_argument(
             "--condition-dropout", type=float, default=None, help="train.condition_dropout"
-        )
-        parser.add_argument(
-            "--perturbation-probability",
-            type=float,
-            default=None,
-            help="train.perturbation_probability",
-        )
-        parser.add_argument(
-            "--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default=None
-        )
-        parser.add_argument(
-            "--image-size", type=int, default=None, help="train at this size (default: data's)"
-        )
-        parser.add_argument(
-            "--resume",
-            nargs="?",
-            const="latest",
-            default=None,
-            help="continue from OUT's latest checkpoint (or the one given)",
         )
         if kind == "vae":
             parser.add_argument(
@@ -253,6 +225,38 @@ def _register_train(commands: Any) -> None:
                 help="dataset(s) for the validation renders (default: the first --data)",
             )  # fmt: skip
         parser.set_defaults(handler=train_command, train_kind=kind)
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags ``anchor train`` and ``anchor distill`` share: data, output, the [train]
+    fields both runs read, and resume."""
+    parser.add_argument(
+        "--data", type=Path, action="append", required=True, help="dataset (repeatable)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--steps", type=int, default=None, help="train.steps")
+    parser.add_argument("--batch-size", type=int, default=None, help="train.batch_size")
+    parser.add_argument("--lr", type=float, default=None, help="train.learning_rate")
+    parser.add_argument("--seed", type=int, default=None, help="train.seed")
+    parser.add_argument("--checkpoint-every", type=int, default=None)
+    parser.add_argument("--warmup-steps", type=int, default=None, help="train.warmup_steps")
+    parser.add_argument(
+        "--perturbation-probability",
+        type=float,
+        default=None,
+        help="train.perturbation_probability",
+    )
+    parser.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default=None)
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="train at this size (default: data's)"
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        help="continue from OUT's latest checkpoint (or the one given)",
+    )
 
 
 def train_config(args: argparse.Namespace, config: AppConfig) -> Any:
@@ -345,10 +349,7 @@ def _register_distill(commands: Any) -> None:
         parser.add_argument(
             "--teacher", type=Path, required=True, help="the teacher bundle (anchor train's final/)"
         )
-        parser.add_argument(
-            "--data", type=Path, action="append", required=True, help="dataset (repeatable)"
-        )
-        parser.add_argument("--out", type=Path, required=True, help="output folder")
+        _run_arguments(parser)
         parser.add_argument(
             "--guidance-scale", type=float, default=1.0,
             help="the teacher's CFG scale, baked into the student (1: no CFG)",
@@ -365,26 +366,6 @@ def _register_distill(commands: Any) -> None:
         parser.add_argument(
             "--strength", type=float, default=1.0,
             help="share of the schedule trained and sampled (LCM strength; 0.5: from t=499)",
-        )  # fmt: skip
-        parser.add_argument("--steps", type=int, default=None, help="train.steps")
-        parser.add_argument("--batch-size", type=int, default=None, help="train.batch_size")
-        parser.add_argument("--lr", type=float, default=None, help="train.learning_rate")
-        parser.add_argument("--seed", type=int, default=None, help="train.seed")
-        parser.add_argument("--checkpoint-every", type=int, default=None)
-        parser.add_argument("--warmup-steps", type=int, default=None, help="train.warmup_steps")
-        parser.add_argument(
-            "--perturbation-probability", type=float, default=None,
-            help="train.perturbation_probability",
-        )  # fmt: skip
-        parser.add_argument(
-            "--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default=None
-        )
-        parser.add_argument(
-            "--image-size", type=int, default=None, help="train at this size (default: data's)"
-        )
-        parser.add_argument(
-            "--resume", nargs="?", const="latest", default=None,
-            help="continue from OUT's latest checkpoint (or the one given)",
         )  # fmt: skip
         parser.set_defaults(
             handler=distill_command,
