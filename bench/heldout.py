@@ -64,6 +64,7 @@ def demo_figures(
         "fps": fps,
         "ssim": ssim(generated, targets),
         "psnr": psnr(generated, targets),
+        "arm_adherence": arm_adherence(generated, clip),
         "face_on": None,
     }
     if face is not None:
@@ -99,6 +100,8 @@ class HeldOut:
     targets: torch.Tensor
     face_matrices: NDArray[np.float32]
     motion: Path
+    # (N, 1, S, S) person masks (1 = person) when the dataset has them (anchor synth-dataset).
+    foreground: torch.Tensor | None = None
 
 
 def load_heldout(folder: Path, size: int, face_size: int | None, frames: int) -> HeldOut:
@@ -113,7 +116,40 @@ def load_heldout(folder: Path, size: int, face_size: int | None, frames: int) ->
         for index, entry in enumerate(entries)
     ]  # fmt: skip
     matrices = _frame_matrices(entries, header.size, size)
-    return HeldOut(conditions, targets, matrices, folder / "motion.npz")
+    foreground = None
+    if entries and all(entry.foreground for entry in entries):
+        masks = [_image(read_png(folder / str(entry.foreground)), size) for entry in entries]
+        foreground = (torch.stack(masks)[:, :1] > 0.5).float()
+    return HeldOut(conditions, targets, matrices, folder / "motion.npz", foreground)
+
+
+def arm_adherence(images: torch.Tensor, clip: HeldOut, threshold: float = 0.1) -> float | None:
+    """Share of the moving-limb pixels where the generated frame is closer to the truth than
+    to the background; None without person masks.
+
+    Moving-limb pixels: person pixels (the dataset's masks) at places the person covers in
+    some but not all frames of the clip (arms and hands, mostly), where the truth differs
+    from the background by more than ``threshold`` (mean absolute RGB, 0..1). The
+    background at a place is the mean of the truth over the frames that do not cover it.
+    A model that fades the arms into the background scores near 0; one that draws them
+    where the mesh puts them scores near 1.
+    """
+    masks = clip.foreground
+    if masks is None:
+        return None
+    targets = clip.targets
+    cover = masks.mean(dim=0, keepdim=True)
+    moving = (cover > 0) & (cover < 1)
+    uncovered = 1.0 - masks
+    background = (targets * uncovered).sum(dim=0, keepdim=True) / uncovered.sum(
+        dim=0, keepdim=True
+    ).clamp_min(1.0)
+    differs = (targets - background).abs().mean(dim=1, keepdim=True) > threshold
+    region = (masks > 0.5) & moving & differs
+    to_truth = (images - targets).abs().mean(dim=1, keepdim=True)
+    to_background = (images - background).abs().mean(dim=1, keepdim=True)
+    total = int(region.sum())
+    return float(((to_truth < to_background) & region).sum()) / total if total else None
 
 
 def run_clip(

@@ -112,6 +112,8 @@ def format_report(report: dict[str, Any]) -> str:
             f"{demo['fps']:.1f} frames/s, SSIM {demo['ssim']:.3f}, PSNR {demo['psnr']:.2f} dB "
             f"on {demo['frames']} held-out frames"
         )
+        if demo.get("arm_adherence") is not None:
+            lines.append(f"arm adherence {demo['arm_adherence']:.3f} (bench.heldout.arm_adherence)")
         face = demo.get("face_on")
         if face:
             lines.append(

@@ -32,6 +32,7 @@ def test_demo_figures_on_synthetic_heldout_motion(synth_root: Path) -> None:
     assert report["frames"] == 12 and report["size"] == 128 and report["mode"] == "low"
     # The demo anchor was trained on this figure and scene: far from noise.
     assert report["ssim"] > 0.5 and report["psnr"] > 18.0
+    assert 0.0 <= report["arm_adherence"] <= 1.0
     # The bundle has a face model: the clip also ran with the face stage on held-out geometry.
     face = report["face_on"]
     assert face is not None and face["face_size"] == bundle_meta(DEMO)["face"]["size"]
@@ -53,3 +54,20 @@ def test_demo_config_runs_the_bundles_face_model() -> None:
     # The face model runs on its own autoencoder (head/vae), not the scene's.
     assert isinstance(components.denoiser, SGDMDenoiser)
     assert components.face.vae is not components.denoiser.vae
+
+
+def test_arm_adherence_tells_drawn_limbs_from_faded_ones(synth_root: Path) -> None:
+    """The truth itself scores 1; frames showing only the background where the limbs move
+    score 0 (what a model that fades the arms does)."""
+    from bench.heldout import arm_adherence, load_heldout
+
+    clip = load_heldout(synth_root / "heldout", 64, None, 12)
+    assert clip.foreground is not None and clip.foreground.shape == (12, 1, 64, 64)
+    assert arm_adherence(clip.targets, clip) == 1.0
+    masks = clip.foreground
+    uncovered = 1.0 - masks
+    background = (clip.targets * uncovered).sum(0, keepdim=True) / uncovered.sum(
+        0, keepdim=True
+    ).clamp_min(1.0)
+    faded = clip.targets * (1 - masks) + background * masks
+    assert arm_adherence(faded, clip) == 0.0
