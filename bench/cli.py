@@ -355,9 +355,15 @@ def _bench_distill(args: argparse.Namespace, config: AppConfig) -> int:
         raise AnchorError("--steps and --reference-steps must be >= 1")
     teacher = args.teacher
     if teacher is None:
-        named = bundle_meta(args.student).get("distilled", {}).get("teacher")
-        if named is None:
-            raise AnchorError(f"--student {args.student}: no teacher named; pass --teacher")
+        meta = bundle_meta(args.student)
+        provenance = meta.get("distilled") or meta.get("face", {}).get("distilled") or {}
+        named = provenance.get("teacher")
+        if named is None or not (Path(named) / "bundle.json").is_file():
+            raise AnchorError(
+                f"--student {args.student}: its teacher ({named}) is not a bundle here; "
+                "pass --teacher FOLDER (clients/models/demo/bundle.json's reproduce list "
+                "rebuilds the demo's)"
+            )
         teacher = Path(named)
     report = bench_distill(
         config, teacher, args.student, heldout_folder(args.heldout), args.frames,

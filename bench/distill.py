@@ -52,7 +52,7 @@ def _row(
 
 
 def plan_rows(
-    teacher_guidance: float,
+    teacher_guidance: float | None,
     teacher_face_guidance: float | None,
     strength: float = 1.0,
     face_strength: float = 1.0,
@@ -62,9 +62,11 @@ def plan_rows(
     """The rows in order, per part: the reference (teacher, DDIM, ``reference_steps``), the
     teacher with DDIM at each of ``steps``, the student with LCM at its strength, and a
     control: the teacher's own weights with the student's sampler (LCM at that strength,
-    no CFG: what distillation adds beyond the sampler). Face rows when
-    ``teacher_face_guidance`` is given."""
-    parts: list[tuple[Part, float, float]] = [("body", teacher_guidance, strength)]
+    no CFG: what distillation adds beyond the sampler). Body rows when ``teacher_guidance``
+    is given, face rows when ``teacher_face_guidance`` is."""
+    parts: list[tuple[Part, float, float]] = []
+    if teacher_guidance is not None:
+        parts.append(("body", teacher_guidance, strength))
     if teacher_face_guidance is not None:
         parts.append(("face", teacher_face_guidance, face_strength))
     rows = []
@@ -91,15 +93,17 @@ def bench_distill(
     (default: the one the student was distilled with, from its ``bundle.json``)."""
     teacher_meta, student_meta = bundle_meta(teacher), bundle_meta(student)
     distilled = student_meta.get("distilled")
-    if distilled is None:
-        raise AnchorError(f"--student {student}: bundle.json names no distillation (distilled)")
-    body_guidance = float(guidance_scale or distilled.get("guidance_scale_baked", 1.0))
+    face_distilled = student_meta.get("face", {}).get("distilled")
+    if distilled is None and face_distilled is None:
+        raise AnchorError(f"--student {student}: bundle.json names no distilled part (distilled)")
+    body_guidance = None
+    if distilled is not None:
+        body_guidance = float(guidance_scale or distilled.get("guidance_scale_baked", 1.0))
     base = bundle_sampler(teacher_meta, config.sampler).model_copy(update={"mode": "exact"})
     attention = teacher_meta.get("attention", "per-frame")
     model = config.model.model_copy(update={"attention": attention})
     teacher_face = bundle_face(teacher, teacher_meta, config.face)
     student_face = bundle_face(student, student_meta, config.face)
-    face_distilled = student_meta.get("face", {}).get("distilled")
     face_rows = teacher_face is not None and student_face is not None and face_distilled is not None
     face_guidance = None
     if face_rows:
@@ -155,6 +159,7 @@ def bench_distill(
         "attention": model.attention,
         "threads": torch.get_num_threads(),
         "distilled": distilled,
+        "face_distilled": face_distilled,
         "rows": rows,
     }
 

@@ -88,3 +88,15 @@ def test_anchor_distill_body_writes_a_student_bundle(
     assert "--teacher" in capsys.readouterr().err
     assert main([*arguments[:-6], "--strength", "0.01"]) == 1
     assert "--strength" in capsys.readouterr().err
+
+
+def test_anchor_bench_distill_names_a_missing_teacher(capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo's face is a distilled student whose teacher is not shipped: the bench says
+    so and asks for --teacher instead of failing on a missing folder. Its rows would be
+    face rows only (the demo's body is not distilled)."""
+    from bench.distill import plan_rows
+
+    assert main(["bench", "distill", "--json"]) == 1
+    assert "pass --teacher" in capsys.readouterr().err
+    rows = plan_rows(None, 1.0, face_strength=0.5, steps=(2,))
+    assert {row["part"] for row in rows} == {"face"} and len(rows) == 4
