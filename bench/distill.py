@@ -120,6 +120,10 @@ def bench_distill(
         steps,
         reference_steps,
     )
+    if not rows:
+        raise AnchorError(
+            f"--teacher {teacher}: no face model (head/) to compare the student's face with"
+        )
     face_size = teacher_face.size if teacher_face is not None else int(config.face.size)
     clip: HeldOut | None = None
     reference: dict[Part, torch.Tensor] = {}
@@ -141,7 +145,7 @@ def bench_distill(
         if clip is None:
             clip = load_heldout(heldout, components.image_size, face_size, frames)
         images, fps = run_clip(clip.conditions, components, body, face)
-        if row["model"] == "teacher" and row["steps"] == reference_steps:
+        if (row["model"], row["scheduler"], row["steps"]) == ("teacher", "ddim", reference_steps):
             reference[row["part"]] = images
         row.update(_scores(images, clip, reference[row["part"]], face_size))
         row["ms_per_frame"] = round(1000.0 / fps, 2)
