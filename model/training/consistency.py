@@ -100,10 +100,20 @@ class Denoiser:
         tokens: torch.Tensor,
         condition: torch.Tensor,
         extra: torch.Tensor | None,
+        guidance_scale: float = 1.0,
     ) -> torch.Tensor:
+        """Predicted noise; with guidance the batch is [cond; uncond] and the result is
+        their ``guide`` (``controlnet_unet_noise``'s rule), half as long."""
         unet_input = latents if extra is None else torch.cat([latents, extra], dim=1)
         return controlnet_unet_noise(
-            self.unet, self.controlnet, latents, unet_input, timesteps, tokens, condition
+            self.unet,
+            self.controlnet,
+            latents,
+            unet_input,
+            timesteps,
+            tokens,
+            condition,
+            guidance_scale=guidance_scale,
         )
 
 
@@ -147,21 +157,14 @@ def teacher_step(
     guidance_scale: float,
 ) -> torch.Tensor:
     """One guided DDIM step of the teacher from ``start`` to ``previous`` (both (B,))."""
-    count = noisy.shape[0]
+    latents, timesteps, tokens = noisy, start, batch.tokens
+    condition, extra = batch.condition, batch.extra
     if uses_guidance(guidance_scale):
-        null = batch.null.to(batch.tokens).expand(count, -1, -1)
-        extra = None if batch.extra is None else torch.cat([batch.extra, batch.extra])
-        both = teacher.noise(
-            torch.cat([noisy, noisy]),
-            torch.cat([start, start]),
-            torch.cat([batch.tokens, null]),
-            torch.cat([batch.condition, batch.condition]),
-            extra,
-        )
-        cond, uncond = both.chunk(2)
-        noise = uncond + guidance_scale * (cond - uncond)
-    else:
-        noise = teacher.noise(noisy, start, batch.tokens, batch.condition, batch.extra)
+        null = batch.null.to(tokens).expand(noisy.shape[0], -1, -1)
+        latents, timesteps = torch.cat([noisy, noisy]), torch.cat([start, start])
+        tokens, condition = torch.cat([tokens, null]), torch.cat([condition, condition])
+        extra = None if extra is None else torch.cat([extra, extra])
+    noise = teacher.noise(latents, timesteps, tokens, condition, extra, guidance_scale)
     alpha = schedule.alpha(start, noisy.device)
     alpha_previous = schedule.alpha(previous, noisy.device)
     x0 = x0_from_noise(noisy, noise, alpha)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,7 +74,6 @@ class DistillRun:
     strength: float = 1.0
     image_size: int | None = None
     resume: str | None = None
-    figures: dict[str, Any] = field(default_factory=dict)
 
     @property
     def part(self) -> str:
