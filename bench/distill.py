@@ -21,7 +21,7 @@ rows).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -127,10 +127,13 @@ def bench_distill(
     face_size = teacher_face.size if teacher_face is not None else int(config.face.size)
     clip: HeldOut | None = None
     reference: dict[Part, torch.Tensor] = {}
-    from bench.flops import preset_config, sd15_networks
+    from bench.flops import network_costs, preset_config, sd15_networks
 
     counted = preset_config("quality", config)
-    networks = sd15_networks(counted.face.size)
+    # Every row shares the windows and attention: one count of the networks serves them all.
+    costs = network_costs(sd15_networks(counted.face.size), counted.face.size,
+                          base.window_size, counted.model.attention)  # fmt: skip
+    truth: _Truth | None = None
     for row in rows:
         body = _body_sampler(base, row, student_meta)
         face: FaceConfig | None = None
@@ -142,14 +145,16 @@ def bench_distill(
             face_folder = teacher if row["model"] == "teacher" else student
             enhancer = load_bundle(face_folder, model, body, face=face).face
             components = replace(components, face=enhancer)
-        if clip is None:
+        if clip is None or truth is None:
             clip = load_heldout(heldout, components.image_size, face_size, frames)
+            truth = _Truth(crop_faces(clip.targets, clip.face_matrices, face_size),
+                           round(flicker(to_uint8(clip.targets)), 5))  # fmt: skip
         images, fps = run_clip(clip.conditions, components, body, face)
         if (row["model"], row["scheduler"], row["steps"]) == ("teacher", "ddim", reference_steps):
             reference[row["part"]] = images
-        row.update(_scores(images, clip, reference[row["part"]], face_size))
+        row.update(_scores(images, clip, truth, reference[row["part"]], face_size))
         row["ms_per_frame"] = round(1000.0 / fps, 2)
-        row["tflops_per_frame_512"] = _tflops_512(counted, networks, body, face)
+        row["tflops_per_frame_512"] = _tflops_512(counted, costs, body, face)
     assert clip is not None
     return {
         "teacher": str(teacher),
@@ -193,28 +198,36 @@ def _face_config(face: FaceConfig | None, row: dict[str, Any]) -> FaceConfig:
     )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class _Truth:
+    """What every row is scored against, computed once: the truth's aligned face crops and
+    its own flicker."""
+
+    face_crops: torch.Tensor
+    flicker: float
+
+
 def _scores(
-    images: torch.Tensor, clip: HeldOut, reference: torch.Tensor, face_size: int
+    images: torch.Tensor, clip: HeldOut, truth: _Truth, reference: torch.Tensor, face_size: int
 ) -> dict[str, float]:
     crops = crop_faces(images, clip.face_matrices, face_size)
-    truth = crop_faces(clip.targets, clip.face_matrices, face_size)
     video: np.ndarray = to_uint8(images)
     return {
         "ssim_gt": round(ssim(images, clip.targets), 4),
         "psnr_gt": round(psnr(images, clip.targets), 2),
         "ssim_vs_teacher20": round(ssim(images, reference), 4),
         "flicker": round(flicker(video), 5),
-        "flicker_gt": round(flicker(to_uint8(clip.targets)), 5),
-        "face_ssim": round(ssim(crops, truth), 4),
+        "flicker_gt": truth.flicker,
+        "face_ssim": round(ssim(crops, truth.face_crops), 4),
     }
 
 
 def _tflops_512(
-    counted: AppConfig, networks: Any, body: SamplerConfig, face: FaceConfig | None
+    counted: AppConfig, costs: dict[str, float], body: SamplerConfig, face: FaceConfig | None
 ) -> float:
-    """TFLOPs per frame at SD1.5 / 512 (``counted``: the quality preset's architecture) of
-    a row's sampler and face settings."""
-    from bench.flops import frame_stages, network_costs
+    """TFLOPs per frame at SD1.5 / 512 (``counted``: the quality preset's architecture,
+    ``costs``: its networks' per-evaluation counts) of a row's sampler and face settings."""
+    from bench.flops import frame_stages
 
     sampler = counted.sampler.model_copy(
         update={"steps": body.steps, "guidance_scale": body.guidance_scale,
@@ -226,7 +239,6 @@ def _tflops_512(
             update={"enabled": True, "steps": face.steps, "guidance_scale": face.guidance_scale}
         )
     config = counted.model_copy(update={"sampler": sampler, "face": face_section})
-    costs = network_costs(networks, config.face.size, sampler.window_size, config.model.attention)
     return round(sum(frame_stages(config, costs).values()) / 1e12, 3)
 
 
