@@ -17,14 +17,20 @@ DEMO_MAX_LAG_S = 0.25
 DEMO_MODE = "exact"
 
 
+def bundle_json(folder: Path) -> dict[str, Any]:
+    """A bundle's ``bundle.json`` (empty when absent), read without loading torch (the
+    config layer reads it; model.bundle.bundle_meta is the model layer's reader)."""
+    path = folder / "bundle.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def demo_model_settings(folder: Path = DEMO_MODEL) -> dict[str, dict[str, Any]]:
     """The config fields (section -> field -> value) that run the trained bundle ``folder``
     with the sampler and face settings it was trained and measured with (its
     ``bundle.json``); face enhancement is on when the bundle carries a face model."""
-    meta_path = folder / "bundle.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"demo model not found: {meta_path}")
-    meta = json.loads(meta_path.read_text())
+    meta = bundle_json(folder)
+    if not meta:
+        raise FileNotFoundError(f"demo model not found: {folder / 'bundle.json'}")
     size = int(meta["image_size"])
     settings: dict[str, dict[str, Any]] = {
         "model": {

@@ -105,18 +105,16 @@ def student_settings(
     source chooses a model) and no source sets another scheduler; with ``distilled``, only
     parts made by ``anchor distill`` (``distilled`` in their bundle.json). (An LCM-LoRA on
     SD1.5 weights keeps the live preset's 4 low-mode steps.)"""
-    import json
     from pathlib import Path
 
-    from app.defaults import DEMO_MODEL
+    from app.defaults import DEMO_MODEL, bundle_json
 
     model = tree.get("model", {})
     preset = model.get("preset")
-    meta: dict[str, Any] = {}
     folder = DEMO_MODEL if preset is None else model.get("checkpoint_path")
+    meta: dict[str, Any] = {}
     if preset in (None, "bundle") and folder is not None:
-        path = Path(folder) / "bundle.json"
-        meta = json.loads(path.read_text()) if path.is_file() else {}
+        meta = bundle_json(Path(folder))
 
     def fields(section: dict[str, Any], part: dict[str, Any]) -> dict[str, Any] | None:
         if part.get("scheduler") != "lcm" or section.get("scheduler", "lcm") != "lcm":
